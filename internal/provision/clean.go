@@ -1,0 +1,160 @@
+package provision
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+)
+
+// removeKeyCommand removes every line holding the key blob $1 from user
+// $2's authorized_keys and from the file $3 (root's authorized_keys, where
+// cloud-init copies the key too), keeping each file's owner and mode. The
+// blob is a public key: not a secret.
+const removeKeyCommand = `set -eu
+home=$(getent passwd "$2" | cut -d: -f6) || home=
+for f in "$3" ${home:+"$home/.ssh/authorized_keys"}; do
+  [ -f "$f" ] || continue
+  if grep -vF -- "$1" "$f" > "$f.grib-tmp"; then :; elif [ $? -ne 1 ]; then rm -f "$f.grib-tmp"; exit 1; fi
+  cat "$f.grib-tmp" > "$f"
+  rm -f "$f.grib-tmp"
+done`
+
+const rootAuthorizedKeys = "/root/.ssh/authorized_keys"
+
+// Clean prepares the guest to be snapshotted as an image: it resets
+// cloud-init so the image boots as a new instance (logs, seed, machine-id
+// and the config cloud-init generated, as far as the guest's cloud-init
+// supports it), removes the builder's key from authorized_keys (consumers
+// such as GARM inject their own), removes pushed scripts, and syncs.
+func (g *Guest) Clean(ctx context.Context) error {
+	ctx, cancel := withDefaultTimeout(ctx, defaultCommandTimeout)
+	defer cancel()
+	steps := []struct {
+		what string
+		do   func(context.Context) error
+	}{
+		{"removing temporary files", g.removeAllTemp},
+		{"removing the builder's SSH key", g.removeBuilderKey},
+		{"resetting cloud-init", g.cleanCloudInit},
+		{"syncing disks", func(ctx context.Context) error { return g.sudoRun(ctx, "sync") }},
+	}
+	for _, s := range steps {
+		if err := s.do(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctxError(ctx, fmt.Sprintf("cleaning the guest %s", g.addr))
+			}
+			return errs.Wrap(errs.KindBuild, err, "cleaning the guest %s: %s", g.addr, s.what)
+		}
+	}
+	return nil
+}
+
+// cloudInitCleanArgs picks the `cloud-init clean` flags the guest's
+// cloud-init supports, from its --help text.
+func cloudInitCleanArgs(help string) (args string, machineIDFlag bool) {
+	args = "--logs --seed"
+	if strings.Contains(help, "--machine-id") {
+		args += " --machine-id"
+		machineIDFlag = true
+	}
+	if strings.Contains(help, "--configs") {
+		args += " --configs all"
+	}
+	return args, machineIDFlag
+}
+
+func (g *Guest) cleanCloudInit(ctx context.Context) error {
+	help, stderr, err := g.output(ctx, "cloud-init clean --help", nil)
+	if err != nil {
+		return fmt.Errorf("cloud-init clean --help: %w: %s", err, bytes.TrimSpace(stderr))
+	}
+	args, machineIDFlag := cloudInitCleanArgs(string(help))
+	if err := g.sudoRun(ctx, "cloud-init clean "+args); err != nil {
+		return err
+	}
+	if !machineIDFlag {
+		// Older cloud-init: an empty machine-id makes systemd generate a new
+		// one at the next boot, like --machine-id does.
+		return g.sudoRun(ctx, "truncate -s 0 /etc/machine-id")
+	}
+	return nil
+}
+
+func (g *Guest) removeBuilderKey(ctx context.Context) error {
+	blob := base64.StdEncoding.EncodeToString(g.key.Marshal())
+	return g.sudoRun(ctx, fmt.Sprintf("/bin/sh -c %s grib-clean %s %s %s",
+		shellQuote(removeKeyCommand), shellQuote(blob), shellQuote(g.user), shellQuote(rootAuthorizedKeys)))
+}
+
+func (g *Guest) removeAllTemp(ctx context.Context) error {
+	g.mu.Lock()
+	dirs := append([]string(nil), g.tempDirs...)
+	g.mu.Unlock()
+	if len(dirs) == 0 {
+		return nil
+	}
+	quoted := make([]string, len(dirs))
+	for i, d := range dirs {
+		quoted[i] = shellQuote(d)
+	}
+	if err := g.sudoRun(ctx, "rm -rf -- "+strings.Join(quoted, " ")); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.tempDirs = nil
+	g.mu.Unlock()
+	return nil
+}
+
+// sudoRun runs cmd as root; a failure carries its stderr.
+func (g *Guest) sudoRun(ctx context.Context, cmd string) error {
+	_, stderr, err := g.output(ctx, g.sudo+" "+cmd, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", firstLine(cmd), err, bytes.TrimSpace(stderr))
+	}
+	return nil
+}
+
+// PowerOff asks the guest to shut down and closes the connection. The guest
+// dropping the connection counts as success; the caller then waits for the
+// VM to stop (Nova SHUTOFF, or the qemu process exiting).
+func (g *Guest) PowerOff(ctx context.Context) error {
+	ctx, cancel := withDefaultTimeout(ctx, defaultCommandTimeout)
+	defer cancel()
+	defer g.Close()
+	_, stderr, err := g.output(ctx, g.sudo+" /bin/sh -c 'systemctl poweroff || shutdown -h now'", nil)
+	if err == nil || droppedByShutdown(err) {
+		g.log.Debug("guest powering off")
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctxError(ctx, fmt.Sprintf("powering off %s", g.addr))
+	}
+	return errs.Wrap(errs.KindBuild, err, "powering off %s: %s", g.addr, bytes.TrimSpace(stderr))
+}
+
+// droppedByShutdown reports whether err is the connection going away after
+// the command started: no exit status, or the shell killed by a signal.
+func droppedByShutdown(err error) bool {
+	if errors.Is(err, errSessionNotStarted) {
+		return false
+	}
+	var missing *ssh.ExitMissingError
+	var exit *ssh.ExitError
+	switch {
+	case errors.As(err, &missing), errors.Is(err, io.EOF):
+		return true
+	case errors.As(err, &exit):
+		return exit.Signal() != ""
+	default:
+		return false
+	}
+}

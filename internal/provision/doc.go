@@ -1,0 +1,20 @@
+// Package provision does everything that happens inside a builder guest, over
+// SSH, for both builders (OpenStack and local qemu):
+//
+//   - Dial connects to the guest, retrying until its sshd answers, and checks
+//     the host key against the fingerprints cloud-init printed on the console
+//     (HostKeysFromConsole). Without console fingerprints it fails closed,
+//     unless the caller chose InsecureAcceptAnyHostKey.
+//   - WaitCloudInit polls cloud-init's status (JSON from `cloud-init status
+//     --format json`, or /run/cloud-init/{status,result}.json on older
+//     cloud-init) until it finishes, and tells done, degraded and error apart.
+//   - RunScript pushes the user's script to a root-only directory on tmpfs and
+//     runs it as root; its secrets travel on the SSH session's stdin only, and
+//     its output is streamed with every secret value redacted.
+//   - Verify runs the checks that must pass before an image is published.
+//   - Clean resets cloud-init, removes the builder's key and temporary files;
+//     PowerOff shuts the guest down.
+//
+// Nothing here knows which cloud or hypervisor runs the guest: the caller
+// passes an address, a key, and a way to read the console.
+package provision

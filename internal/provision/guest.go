@@ -1,0 +1,220 @@
+package provision
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+)
+
+// Bounds used when the caller's context has no deadline of its own, and for
+// cleanup that must run even after the caller's context ended.
+const (
+	defaultCommandTimeout = 2 * time.Minute
+	cleanupTimeout        = 30 * time.Second
+	captureLimit          = 1 << 20 // bytes of a command's stdout or stderr kept in memory
+	outputTailBytes       = 4 << 10 // bytes of output quoted in an error
+)
+
+// Guest is an SSH connection to a builder guest. It is safe for sequential
+// use by one goroutine; Close it when done (PowerOff closes it too).
+type Guest struct {
+	client *ssh.Client
+	addr   string
+	user   string
+	key    ssh.PublicKey // the builder's key, removed from the guest by Clean
+	log    *slog.Logger
+	poll   time.Duration // first pause between status reads
+
+	// sudo prefixes commands that must run as root; tmpBase is the tmpfs
+	// directory where scripts are pushed. Tests point them elsewhere.
+	sudo    string
+	tmpBase string
+
+	mu       sync.Mutex
+	tempDirs []string // pushed-script directories not yet removed
+}
+
+func newGuest(client *ssh.Client, t Target, log *slog.Logger) *Guest {
+	return &Guest{
+		client:  client,
+		addr:    t.Addr,
+		user:    t.User,
+		key:     t.Signer.PublicKey(),
+		log:     log,
+		poll:    t.retryInterval(),
+		sudo:    "sudo -n",
+		tmpBase: "/run",
+	}
+}
+
+// Addr is the address the guest was dialled at.
+func (g *Guest) Addr() string { return g.addr }
+
+// Close closes the SSH connection.
+func (g *Guest) Close() error { return g.client.Close() }
+
+// errSessionNotStarted marks failures before the remote command was sent.
+var errSessionNotStarted = errors.New("SSH session not started")
+
+// run runs cmd on the guest through the login user's shell, with stdin,
+// stdout and stderr attached (any may be nil), until it exits or ctx ends. A
+// non-zero exit is an *ssh.ExitError. cmd must never hold a secret: sshd and
+// sudo may log command lines.
+func (g *Guest) run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	sess, err := g.client.NewSession()
+	if err != nil {
+		return fmt.Errorf("%w: opening an SSH session to %s: %w", errSessionNotStarted, g.addr, err)
+	}
+	defer sess.Close()
+	sess.Stdin, sess.Stdout, sess.Stderr = stdin, stdout, stderr
+	if err := sess.Start(cmd); err != nil {
+		return fmt.Errorf("%w: starting a command on %s: %w", errSessionNotStarted, g.addr, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		_ = sess.Signal(ssh.SIGKILL)
+		_ = sess.Close()
+		// Let the output copiers finish so callers may read their buffers;
+		// bounded, since a dead connection may never answer.
+		timer := time.NewTimer(5 * time.Second)
+		defer timer.Stop()
+		select {
+		case <-done:
+		case <-timer.C:
+		}
+		return ctx.Err()
+	}
+}
+
+// output runs cmd and returns what it printed (each stream capped at 1 MiB).
+func (g *Guest) output(ctx context.Context, cmd string, stdin io.Reader) (stdout, stderr []byte, err error) {
+	var o, e cappedBuffer
+	o.max, e.max = captureLimit, captureLimit
+	err = g.run(ctx, cmd, stdin, &o, &e)
+	return o.Bytes(), e.Bytes(), err
+}
+
+// cappedBuffer keeps the first max bytes written to it; safe for concurrent use.
+type cappedBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf bytes.Buffer
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := c.max - c.buf.Len(); room > 0 {
+		c.buf.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func (c *cappedBuffer) Bytes() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Clone(c.buf.Bytes())
+}
+
+// lockedWriter serialises writes from a session's stdout and stderr copiers.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// exitStatus returns the remote exit status carried by err, if any.
+func exitStatus(err error) (int, bool) {
+	var exit *ssh.ExitError
+	if errors.As(err, &exit) {
+		return exit.ExitStatus(), true
+	}
+	return 0, false
+}
+
+// withDefaultTimeout bounds ctx by d unless it already has a deadline.
+func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// ctxError classifies the end of ctx: KindInterrupted when cancelled,
+// KindBuild when its deadline passed. what names the interrupted work.
+func ctxError(ctx context.Context, what string) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return errs.Wrap(errs.KindInterrupted, context.Cause(ctx), "%s interrupted", what)
+	}
+	return errs.Wrap(errs.KindBuild, context.Cause(ctx), "%s did not finish before its deadline", what)
+}
+
+// Failure is the evidence of a failure inside the guest: one line saying
+// what failed, the messages the guest reported, and the tail of the relevant
+// output or log (secrets already redacted). It is wrapped in an *errs.Error;
+// use errors.As to render the parts separately.
+type Failure struct {
+	What   string   // one line: what failed, where
+	Errors []string // messages reported by the guest (e.g. cloud-init's errors)
+	Tail   string   // last lines of TailOf
+	TailOf string   // what Tail is the end of, e.g. "/var/log/cloud-init-output.log"
+}
+
+func (f *Failure) Error() string {
+	var b strings.Builder
+	b.WriteString(f.What)
+	if len(f.Errors) > 0 {
+		b.WriteString(": ")
+		b.WriteString(strings.Join(f.Errors, "; "))
+	}
+	if f.Tail != "" {
+		fmt.Fprintf(&b, "\n--- last lines of %s ---\n%s", f.TailOf, f.Tail)
+	}
+	return b.String()
+}
+
+func classified(k errs.Kind, f *Failure) error { return &errs.Error{Kind: k, Err: f} }
+
+// Tail returns the last n lines of the file at path on the guest (read as
+// root), or a note saying why it could not be read. It is meant for error
+// reports, so it never fails.
+func (g *Guest) Tail(ctx context.Context, path string, n int) string {
+	ctx, cancel := withDefaultTimeout(ctx, cleanupTimeout)
+	defer cancel()
+	stdout, stderr, err := g.output(ctx, fmt.Sprintf("%s tail -n %d -- %s", g.sudo, max(n, 1), shellQuote(path)), nil)
+	if err != nil {
+		msg := strings.TrimSpace(string(stderr))
+		if msg == "" {
+			msg = err.Error()
+		}
+		return fmt.Sprintf("(could not read %s: %s)", path, msg)
+	}
+	return strings.TrimRight(string(stdout), "\n")
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,135 @@
+package provision
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+func TestRedact(t *testing.T) {
+	tests := []struct {
+		name    string
+		text    string
+		secrets map[string]string
+		want    string
+	}{
+		{"no secrets", "hello", nil, "hello"},
+		{"empty value ignored", "hello", map[string]string{"A": ""}, "hello"},
+		{"one secret twice", "pw=s3cr3t; again s3cr3t.", map[string]string{"PW": "s3cr3t"}, "pw=[REDACTED]; again [REDACTED]."},
+		{"longest first", "token abcdef", map[string]string{"A": "abc", "B": "abcdef"}, "token [REDACTED]"},
+		{"overlapping, first start wins", "xabcdy", map[string]string{"A": "abc", "B": "bcd"}, "x[REDACTED]dy"},
+		{"multi-line value", "key:\nline1\nline2\nend", map[string]string{"K": "line1\nline2"}, "key:\n[REDACTED]\nend"},
+		{"prefix of a secret stays", "s3cr", map[string]string{"PW": "s3cr3t"}, "s3cr"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Redact(tt.text, tt.secrets); got != tt.want {
+				t.Errorf("Redact(%q) = %q, want %q", tt.text, got, tt.want)
+			}
+		})
+	}
+}
+
+// writeChunks writes text to a RedactingWriter in the given pieces.
+func writeChunks(t testing.TB, secrets map[string]string, chunks ...string) string {
+	var out bytes.Buffer
+	w := NewRedactingWriter(&out, secrets)
+	for _, c := range chunks {
+		if n, err := w.Write([]byte(c)); err != nil || n != len(c) {
+			t.Fatalf("Write(%q) = %d, %v", c, n, err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+func TestRedactingWriterEverySplit(t *testing.T) {
+	secrets := map[string]string{"A": "hunter2", "B": "hun", "C": "2x\n"}
+	text := "login: hunter2\nthen hun and hunter and 2x\n and hunter2x\n end"
+	want := Redact(text, secrets)
+	if want == text {
+		t.Fatal("test text holds no secret")
+	}
+	for i := 0; i <= len(text); i++ {
+		for j := i; j <= len(text); j++ {
+			got := writeChunks(t, secrets, text[:i], text[i:j], text[j:])
+			if got != want {
+				t.Fatalf("split at %d,%d: got %q, want %q", i, j, got, want)
+			}
+		}
+	}
+}
+
+func TestRedactingWriterByteByByte(t *testing.T) {
+	secrets := map[string]string{"TOKEN": "ghp_0123456789"}
+	text := "using ghp_0123456789 now; ghp_01234 is not it"
+	var chunks []string
+	for i := range len(text) {
+		chunks = append(chunks, text[i:i+1])
+	}
+	got := writeChunks(t, secrets, chunks...)
+	if want := "using [REDACTED] now; ghp_01234 is not it"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestRedactingWriterHoldsBackAPossibleSecret(t *testing.T) {
+	var out bytes.Buffer
+	w := NewRedactingWriter(&out, map[string]string{"PW": "s3cr3t"})
+	_, _ = w.Write([]byte("pw is s3c"))
+	if got := out.String(); got != "pw is " {
+		t.Errorf("before the rest arrives: wrote %q, want %q", got, "pw is ")
+	}
+	_, _ = w.Write([]byte("r3t!"))
+	_ = w.Flush()
+	if got := out.String(); got != "pw is [REDACTED]!" {
+		t.Errorf("got %q", got)
+	}
+}
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+func TestRedactingWriterReportsWriteErrors(t *testing.T) {
+	w := NewRedactingWriter(failingWriter{}, map[string]string{"PW": "x"})
+	if _, err := w.Write([]byte("abc")); err == nil {
+		t.Fatal("no error from a failing writer")
+	}
+	if _, err := w.Write([]byte("abc")); err == nil {
+		t.Fatal("error forgotten")
+	}
+}
+
+func TestTailBuffer(t *testing.T) {
+	tb := newTailBuffer(16)
+	_, _ = tb.Write([]byte("line one\nline two\nline three\n"))
+	if got := tb.String(); got != "line three" {
+		t.Errorf("got %q, want the last whole line", got)
+	}
+	small := newTailBuffer(100)
+	_, _ = small.Write([]byte("a\nb\n"))
+	if got := small.String(); got != "a\nb" {
+		t.Errorf("got %q", got)
+	}
+}
+
+// FuzzRedactingWriter checks that however output is chunked, the writer
+// redacts exactly as Redact does on the whole text.
+func FuzzRedactingWriter(f *testing.F) {
+	f.Add("login: hunter2 hun", "hunter2", "hun", uint8(3), uint8(9))
+	f.Add("aaaa", "aa", "a", uint8(1), uint8(2))
+	f.Fuzz(func(t *testing.T, text, s1, s2 string, i, j uint8) {
+		secrets := map[string]string{"A": s1, "B": s2}
+		a, b := min(int(i), len(text)), min(int(j), len(text))
+		if a > b {
+			a, b = b, a
+		}
+		got := writeChunks(t, secrets, text[:a], text[a:b], text[b:])
+		if want := Redact(text, secrets); got != want {
+			t.Fatalf("chunks at %d,%d: got %q, want %q", a, b, got, want)
+		}
+	})
+}
