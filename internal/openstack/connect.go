@@ -1,0 +1,226 @@
+package openstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/gophercloud/gophercloud/v2"
+	gcopenstack "github.com/gophercloud/gophercloud/v2/openstack"
+	tokens3 "github.com/gophercloud/gophercloud/v2/openstack/identity/v3/tokens"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+)
+
+// ComputeMicroversion is the Nova API microversion every compute call uses.
+// Pinned, not negotiated, so behaviour does not change with the cloud:
+//   - 2.52 lets a server be created with tags (sweeps can find builders by tag);
+//   - it is ≥ 2.45, so createImage returns the image ID in the body;
+//   - it is < 2.92, so keypair import still accepts any key type Nova knows
+//     (we import real ed25519 keys anyway);
+//   - every Nova since Queens (2018, max 2.60) supports it; the stack used in
+//     tests is Nova 26 (max 2.93).
+const ComputeMicroversion = "2.52"
+
+// UserAgent is prepended to gophercloud's User-Agent on every request.
+const UserAgent = "github-runner-image-builder"
+
+// Cloud is an authenticated connection to one cloud (one project). It
+// implements Servers, Images, Keypairs, SecurityGroups and Selection. It is
+// safe for concurrent use.
+type Cloud struct {
+	name      string
+	projectID string
+	log       *slog.Logger
+	provider  *gophercloud.ProviderClient
+	compute   *gophercloud.ServiceClient
+	image     *gophercloud.ServiceClient
+	network   *gophercloud.ServiceClient
+}
+
+// Name is the cloud's clouds.yaml name.
+func (c *Cloud) Name() string { return c.name }
+
+// ProjectID is the project the token is scoped to ("" if the token has none).
+func (c *Cloud) ProjectID() string { return c.projectID }
+
+// Option changes how Connect connects.
+type Option func(*connectOptions)
+
+type connectOptions struct {
+	log        *slog.Logger
+	httpClient *http.Client
+	authURL    string
+	endpoints  map[string]string
+	paths      []string
+	getenv     func(string) string
+}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(o *connectOptions) { o.log = l } }
+
+// WithHTTPClient sets the HTTP client of every request, e.g. one with a
+// custom transport or timeout. TLS settings from clouds.yaml are applied to
+// its transport when it is an *http.Transport.
+func WithHTTPClient(c *http.Client) Option { return func(o *connectOptions) { o.httpClient = c } }
+
+// WithAuthURL replaces the cloud's auth_url (tests put a fault proxy there).
+func WithAuthURL(u string) Option { return func(o *connectOptions) { o.authURL = u } }
+
+// WithEndpoint replaces the catalog's endpoint of one service type
+// ("compute", "image" or "network") with baseURL, e.g. a fault proxy's.
+// baseURL is the service root including any version path
+// (http://127.0.0.1:8774/v2.1/ for compute).
+func WithEndpoint(serviceType, baseURL string) Option {
+	return func(o *connectOptions) {
+		if o.endpoints == nil {
+			o.endpoints = map[string]string{}
+		}
+		o.endpoints[serviceType] = baseURL
+	}
+}
+
+// WithCloudsPaths replaces the clouds.yaml search path (see CloudsPaths).
+func WithCloudsPaths(paths ...string) Option { return func(o *connectOptions) { o.paths = paths } }
+
+// Connect loads cloudName from clouds.yaml (see LoadCloud) and authenticates.
+// Errors: clouds.yaml problems as LoadCloud; refused, unresolvable or timed
+// out connections are errs.KindUnreachable; a 401 or 403 is errs.KindAuth; a
+// service missing from the catalog is errs.KindNotFound.
+func Connect(ctx context.Context, cloudName string, opts ...Option) (*Cloud, error) {
+	o := connectOptions{getenv: os.Getenv}
+	for _, apply := range opts {
+		apply(&o)
+	}
+	if o.paths == nil {
+		p, err := CloudsPaths(o.getenv)
+		if err != nil {
+			return nil, err
+		}
+		o.paths = p
+	}
+	cfg, err := LoadCloud(cloudName, o.paths)
+	if err != nil {
+		return nil, err
+	}
+	return ConnectConfig(ctx, cfg, opts...)
+}
+
+// ConnectConfig authenticates with an already loaded CloudConfig.
+func ConnectConfig(ctx context.Context, cfg *CloudConfig, opts ...Option) (*Cloud, error) {
+	o := connectOptions{}
+	for _, apply := range opts {
+		apply(&o)
+	}
+	log := o.log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ao := cfg.AuthOptions
+	if o.authURL != "" {
+		ao.IdentityEndpoint = o.authURL
+	}
+	if ao.IdentityEndpoint == "" {
+		return nil, errs.Usage("cloud %q in %s has no auth_url", cfg.Name, cfg.Path)
+	}
+	provider, err := gcopenstack.NewClient(ao.IdentityEndpoint)
+	if err != nil {
+		return nil, errs.Wrap(errs.KindUsage, err, "cloud %q: auth_url %q", cfg.Name, ao.IdentityEndpoint)
+	}
+	provider.HTTPClient = httpClient(o.httpClient, cfg)
+	provider.UserAgent.Prepend(UserAgent)
+
+	log.Debug("authenticating", "cloud", cfg)
+	if err := gcopenstack.Authenticate(ctx, provider, ao); err != nil {
+		return nil, classifyAuth(err, cfg.Name, ao.IdentityEndpoint)
+	}
+	c := &Cloud{name: cfg.Name, log: log.With("cloud", cfg.Name), provider: provider}
+	if r, ok := provider.GetAuthResult().(tokens3.CreateResult); ok {
+		if p, err := r.ExtractProject(); err == nil && p != nil {
+			c.projectID = p.ID
+		}
+	}
+	if c.compute, err = serviceClient(gcopenstack.NewComputeV2, provider, cfg, o.endpoints, "compute"); err != nil {
+		return nil, err
+	}
+	c.compute.Microversion = ComputeMicroversion
+	if c.image, err = serviceClient(gcopenstack.NewImageV2, provider, cfg, o.endpoints, "image"); err != nil {
+		return nil, err
+	}
+	if c.network, err = serviceClient(gcopenstack.NewNetworkV2, provider, cfg, o.endpoints, "network"); err != nil {
+		return nil, err
+	}
+	c.log.Debug("authenticated", "project_id", c.projectID)
+	return c, nil
+}
+
+func httpClient(given *http.Client, cfg *CloudConfig) http.Client {
+	var hc http.Client
+	if given != nil {
+		hc = *given
+	}
+	if cfg.TLS == nil {
+		return hc
+	}
+	switch t := hc.Transport.(type) {
+	case nil:
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = cfg.TLS
+		hc.Transport = tr
+	case *http.Transport:
+		tr := t.Clone()
+		tr.TLSClientConfig = cfg.TLS
+		hc.Transport = tr
+	}
+	return hc
+}
+
+func serviceClient(
+	newClient func(*gophercloud.ProviderClient, gophercloud.EndpointOpts) (*gophercloud.ServiceClient, error),
+	provider *gophercloud.ProviderClient, cfg *CloudConfig, overrides map[string]string, serviceType string,
+) (*gophercloud.ServiceClient, error) {
+	sc, err := newClient(provider, cfg.Endpoint)
+	if err != nil {
+		var nf gophercloud.ErrEndpointNotFound
+		if errors.As(err, &nf) {
+			return nil, errs.Wrap(errs.KindNotFound, err,
+				"cloud %q has no %s endpoint (region %q) in its catalog", cfg.Name, serviceType, cfg.Endpoint.Region)
+		}
+		return nil, fmt.Errorf("cloud %q: %s client: %w", cfg.Name, serviceType, err)
+	}
+	if u, ok := overrides[serviceType]; ok {
+		if !strings.HasSuffix(u, "/") {
+			u += "/"
+		}
+		sc.Endpoint, sc.ResourceBase = u, ""
+		if serviceType == "network" {
+			sc.ResourceBase = u + "v2.0/"
+		}
+	}
+	return sc, nil
+}
+
+// classifyAuth turns an authentication failure into a classified error that
+// names the cloud and the auth URL (never the credentials).
+func classifyAuth(err error, cloud, authURL string) error {
+	switch code := StatusCode(err); {
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("authenticating to cloud %q: %w", cloud, err)
+	case code == http.StatusUnauthorized:
+		return errs.New(errs.KindAuth,
+			"cloud %q refused the credentials in clouds.yaml (HTTP 401 from %s): check username, password and project", cloud, authURL)
+	case code == http.StatusForbidden:
+		return errs.New(errs.KindAuth, "cloud %q: the user may not use that project or domain (HTTP 403 from %s)", cloud, authURL)
+	case code == http.StatusNotFound:
+		return errs.New(errs.KindUsage, "cloud %q: auth_url %s has no Keystone v3 API (HTTP 404)", cloud, authURL)
+	case code != 0:
+		return errs.New(errs.KindUnreachable, "cloud %q: Keystone at %s answered HTTP %d", cloud, authURL, code)
+	case isUnreachable(err) || errors.Is(err, context.DeadlineExceeded):
+		return errs.Wrap(errs.KindUnreachable, err, "cloud %q: cannot reach Keystone at %s", cloud, authURL)
+	}
+	return errs.Wrap(errs.KindAuth, err, "authenticating to cloud %q at %s", cloud, authURL)
+}
