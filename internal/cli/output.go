@@ -1,0 +1,122 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+)
+
+// SuccessHeader starts `run`'s final stdout, as the Python tool prints it;
+// the charm parses the last word after it.
+const SuccessHeader = "Image build success:\n"
+
+// WriteRunResult prints a successful run's images. clouds is
+// RunSpec.PublishClouds(): the images are printed in that order, and each
+// cloud must have exactly one (a mismatch is a bug, never a silent
+// truncation as the charm's zip would do).
+//
+// Text is exactly "Image build success:\n<id>[,<id>...]" with no trailing
+// newline; JSON is {"images":[{"cloud","id","name","checksum"}...]}.
+func WriteRunResult(w io.Writer, f Format, clouds []string, imgs []config.PublishedImage) error {
+	ordered, err := orderImages(clouds, imgs)
+	if err != nil {
+		return err
+	}
+	switch f {
+	case FormatJSON:
+		return writeJSON(w, struct {
+			Images []config.PublishedImage `json:"images"`
+		}{ordered})
+	case FormatText:
+		ids := make([]string, len(ordered))
+		for i, img := range ordered {
+			ids[i] = img.ID
+		}
+		_, err := io.WriteString(w, SuccessHeader+strings.Join(ids, ","))
+		return wrapWrite(err)
+	default:
+		return errs.New(errs.KindInternal, "unknown output format %q", f)
+	}
+}
+
+func orderImages(clouds []string, imgs []config.PublishedImage) ([]config.PublishedImage, error) {
+	if len(imgs) != len(clouds) {
+		return nil, errs.New(errs.KindInternal, "the build reported %d images for %d clouds (%s)", len(imgs), len(clouds), strings.Join(clouds, ","))
+	}
+	out := make([]config.PublishedImage, 0, len(clouds))
+	for _, c := range clouds {
+		found := -1
+		for i, img := range imgs {
+			if img.Cloud != c {
+				continue
+			}
+			if found >= 0 {
+				return nil, errs.New(errs.KindInternal, "the build reported two images for cloud %q", c)
+			}
+			found = i
+		}
+		if found < 0 {
+			return nil, errs.New(errs.KindInternal, "the build reported no image for cloud %q", c)
+		}
+		if imgs[found].ID == "" || strings.ContainsAny(imgs[found].ID, ", \n") {
+			return nil, errs.New(errs.KindInternal, "the build reported an unusable image ID %q for cloud %q", imgs[found].ID, c)
+		}
+		out = append(out, imgs[found])
+	}
+	return out, nil
+}
+
+// WriteLatest prints latest-build-id's answer: the bare ID with no newline
+// (nothing when there is none), or {"id": "..."} in JSON.
+func WriteLatest(w io.Writer, f Format, q config.LatestQuery, id string) error {
+	if f == FormatJSON {
+		return writeJSON(w, struct {
+			Cloud string `json:"cloud"`
+			Name  string `json:"name"`
+			ID    string `json:"id"`
+		}{q.Cloud, q.ImageName, id})
+	}
+	_, err := io.WriteString(w, id)
+	return wrapWrite(err)
+}
+
+// WriteSwept prints what sweep removed: one "kind name id" line each, or JSON.
+func WriteSwept(w io.Writer, f Format, dryRun bool, swept []SweptResource) error {
+	if f == FormatJSON {
+		if swept == nil {
+			swept = []SweptResource{}
+		}
+		return writeJSON(w, struct {
+			DryRun  bool            `json:"dry_run"`
+			Removed []SweptResource `json:"removed"`
+		}{dryRun, swept})
+	}
+	verb := "removed"
+	if dryRun {
+		verb = "would remove"
+	}
+	var b strings.Builder
+	for _, r := range swept {
+		fmt.Fprintf(&b, "%s %s %s %s\n", verb, r.Kind, r.Name, r.ID)
+	}
+	_, err := io.WriteString(w, b.String())
+	return wrapWrite(err)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return wrapWrite(enc.Encode(v))
+}
+
+func wrapWrite(err error) error {
+	if err != nil {
+		return fmt.Errorf("writing to stdout: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,333 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/recipe"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
+)
+
+// maxUserData caps --user-data: Nova accepts 64 KiB of base64 user-data.
+const maxUserData = 48 << 10
+
+type runFlags struct {
+	in     config.RunInput
+	format string
+}
+
+func (inv *invocation) runCommand() *cobra.Command {
+	var f runFlags
+	f.in.Timeouts = config.DefaultTimeouts()
+	cmd := &cobra.Command{
+		Use:   "run IMAGE_NAME",
+		Short: "Build a runner image and publish it as IMAGE_NAME",
+		Long: `Build a runner image: boot a builder from the base image with the recipe as
+user-data, wait for cloud-init, run --script-url's script (secrets from the
+IMAGE_BUILDER_SECRET_* environment variables, the prefix removed), verify,
+snapshot, copy to --upload-clouds and prune old revisions.
+
+On success stdout ends with exactly "Image build success:", a newline and the
+image IDs, comma-separated, in --upload-clouds order (the build cloud's
+snapshot when there are none), with no trailing newline.
+
+The GitHub token for release look-ups is read from GITHUB_TOKEN, never a flag.
+With --runner-version and --runner-sha256 both given nothing is fetched, so
+--dry-run works offline.`,
+		Args: exactlyOne("IMAGE_NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return inv.run(cmd.Context(), args[0], f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.SortFlags = false
+	in := &f.in
+	fl.StringVar(&in.Arch, "arch", "", "runner architecture (required): x64|amd64|x86_64, arm64|aarch64, s390x, ppc64le|ppc64el, arm|armhf (arm needs noble or later)")
+	fl.StringVarP(&in.Base, "base-image", "b", string(config.DefaultBase), "Ubuntu base: focal|20.04, jammy|22.04, noble|24.04, resolute|26.04")
+	fl.IntVarP(&in.KeepRevisions, "keep-revisions", "k", config.DefaultKeepRevisions, "revisions of IMAGE_NAME to keep in each cloud, the new one included (at least 1)")
+	fl.StringVar(&in.RunnerVersion, "runner-version", "", "runner version X.Y.Z, e.g. 2.330.0; empty or latest for the newest release")
+	fl.StringVar(&in.RunnerSHA256, "runner-sha256", "", "pin the runner tarball's SHA-256 (64 hex digits) instead of reading it from the release")
+	fl.StringVar(&in.RunnerRepo, "runner-repo", config.DefaultRunnerRepo, "GitHub owner/name whose releases hold the runner tarballs")
+	fl.StringVar(&in.RunnerAPIURL, "runner-api-url", config.DefaultRunnerAPIURL, "GitHub REST API for the release look-up (http or https)")
+	fl.StringVar(&in.Flavor, "flavor", "", "flavor name or ID of the builder; empty picks the smallest with 2 vCPU, 1 GiB RAM, 20 GiB disk")
+	fl.StringVar(&in.Network, "network", "", "network name or ID of the builder; empty picks one that has a subnet")
+	fl.StringVar(&in.Prefix, "prefix", "", "prefix of the builder's resource names, for parallel builds in one project")
+	fl.StringVar(&in.Proxy, "proxy", "", "HTTP proxy host:port (no scheme) for the builder's outbound traffic")
+	fl.StringVar(&in.ScriptURL, "script-url", "", "http(s) URL of a script run as root in the builder after cloud-init")
+	fl.StringVar(&in.UploadClouds, "upload-clouds", "", "comma-separated clouds.yaml names to copy the image to; empty keeps it in the build cloud only")
+	fl.StringVar(&f.format, "format", "text", "output format: text or json (json gives each cloud's image ID, name and checksum)")
+	fl.BoolVar(&in.DryRun, "dry-run", false, "print the rendered user-data and every resource name the build would create; touch no cloud")
+	fl.StringVar(&in.UserDataFile, "user-data", "", "boot with this file as user-data instead of the built-in recipe")
+	fl.StringVar(&in.VerifyScriptFile, "verify-script", "", "also run this script in the builder before publishing; non-zero exit publishes nothing")
+	fl.StringVar(&in.Visibility, "visibility", string(config.VisibilityPrivate), "Glance visibility of the published images: private, shared, community or public")
+	fl.BoolVar(&in.AdoptUnmarked, "adopt-unmarked", false, "let pruning also delete images of IMAGE_NAME published by the Python tool (migration)")
+	fl.DurationVar(&in.Timeouts.Boot, "boot-timeout", in.Timeouts.Boot, "deadline for the builder to boot (Go duration, e.g. 20m)")
+	fl.DurationVar(&in.Timeouts.SSH, "ssh-timeout", in.Timeouts.SSH, "deadline for the first SSH connection to the builder")
+	fl.DurationVar(&in.Timeouts.CloudInit, "cloud-init-timeout", in.Timeouts.CloudInit, "deadline for cloud-init (the recipe) to finish")
+	fl.DurationVar(&in.Timeouts.Script, "script-timeout", in.Timeouts.Script, "deadline for --script-url's script")
+	fl.DurationVar(&in.Timeouts.Snapshot, "snapshot-timeout", in.Timeouts.Snapshot, "deadline for the snapshot to become active")
+	fl.DurationVar(&in.Timeouts.Copy, "copy-timeout", in.Timeouts.Copy, "deadline for copying the image to the --upload-clouds")
+	fl.BoolVar(&in.InsecureSkipHostKeyCheck, "insecure-skip-host-key-check", false, "RISK: trust the builder's SSH host key without checking it against the console")
+	fl.StringVar(&in.Builder, "builder", string(config.BuilderOpenStack), "where to build: openstack (a server in --os-cloud) or local (qemu on this host)")
+	fl.StringVar(&in.Output, "output", "", "local builder: write the qcow2 image to this path")
+	fl.BoolVar(&in.Isolated, "isolated", false, "local builder: the guest reaches nothing but what the builder forwards on loopback")
+	return cmd
+}
+
+// run validates, prepares the user-data and either prints the plan (dry
+// run) or hands the build to the Backend.
+func (inv *invocation) run(ctx context.Context, imageName string, f runFlags) error {
+	format, err := ParseFormat(f.format)
+	if err != nil {
+		return err
+	}
+	in := f.in
+	in.ImageName, in.Cloud, in.Environ = imageName, inv.cloud(), inv.app.Environ
+	in.HostArch = config.HostArch(inv.goarch())
+	spec, err := config.NewRunSpec(in)
+	if err != nil {
+		return err
+	}
+	log := inv.logger()
+	runner, userData, err := inv.prepareUserData(ctx, spec)
+	if err != nil {
+		return err
+	}
+	if spec.DryRun {
+		plan, err := inv.plan(spec, runner, userData)
+		if err != nil {
+			return err
+		}
+		return WritePlan(inv.app.Stdout, format, plan)
+	}
+	if inv.app.Backend.Run == nil {
+		return notImplemented("run --builder " + string(spec.Builder))
+	}
+	log.Info("build starting", "image", spec.ImageName, "cloud", spec.Cloud, "arch", string(spec.Arch),
+		"base", string(spec.Base), "builder", string(spec.Builder), "runner_version", runner.Version)
+	imgs, err := inv.app.Backend.Run(ctx, log, spec, runner, userData)
+	if err != nil {
+		return err
+	}
+	return WriteRunResult(inv.app.Stdout, format, spec.PublishClouds(), imgs)
+}
+
+// prepareUserData resolves the runner release and renders the recipe, or
+// reads --user-data (then the release is only what was pinned: nothing is fetched).
+func (inv *invocation) prepareUserData(ctx context.Context, spec config.RunSpec) (release.Release, []byte, error) {
+	if spec.VerifyScriptFile != "" {
+		if _, err := readSmallFile("--verify-script", spec.VerifyScriptFile, maxUserData); err != nil {
+			return release.Release{}, nil, err
+		}
+	}
+	if spec.UserDataFile != "" {
+		data, err := readSmallFile("--user-data", spec.UserDataFile, maxUserData)
+		if err != nil {
+			return release.Release{}, nil, err
+		}
+		var rel release.Release
+		if spec.RunnerVersion != "" {
+			rel = release.Release{Repo: spec.RunnerRepo, Version: spec.RunnerVersion, Arch: spec.Arch, SHA256: spec.RunnerSHA256}
+		}
+		return rel, data, nil
+	}
+	resolver := inv.app.Backend.Resolver
+	if resolver == nil {
+		resolver = &release.Resolver{APIURL: spec.RunnerAPIURL, Repo: spec.RunnerRepo,
+			Token: spec.GitHubToken.Reveal(), Log: inv.logger()}
+	}
+	rel, err := resolver.Resolve(ctx, spec.RunnerVersion, spec.Arch, spec.RunnerSHA256)
+	if err != nil {
+		return release.Release{}, nil, fmt.Errorf("resolving the runner release: %w", err)
+	}
+	data, err := recipe.Render(recipe.Params{Arch: spec.Arch, Base: spec.Base, Runner: rel, Proxy: spec.Proxy})
+	if err != nil {
+		return release.Release{}, nil, fmt.Errorf("rendering the recipe: %w", err)
+	}
+	return rel, data, nil
+}
+
+// readSmallFile reads a file named by a flag, refusing one larger than limit.
+func readSmallFile(flag, path string, limit int64) ([]byte, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, errs.Wrap(errs.KindUsage, err, "%s", flag)
+	}
+	defer fh.Close()
+	data, err := io.ReadAll(io.LimitReader(fh, limit+1))
+	if err != nil {
+		return nil, errs.Wrap(errs.KindUsage, err, "%s %q", flag, path)
+	}
+	if int64(len(data)) > limit {
+		return nil, errs.Usage("%s %q: larger than %d KiB", flag, path, limit>>10)
+	}
+	return data, nil
+}
+
+// Plan is what `run --dry-run` prints: every resource the build would
+// create or publish, and the user-data it would boot with.
+type Plan struct {
+	Builder       config.BuilderKind `json:"builder"`
+	Cloud         string             `json:"cloud"`
+	Arch          config.Arch        `json:"arch"`
+	Base          config.Base        `json:"base"`
+	BaseImage     string             `json:"base_image,omitempty"`
+	BuilderServer string             `json:"builder_server,omitempty"`
+	Keypair       string             `json:"keypair,omitempty"`
+	SecurityGroup string             `json:"security_group,omitempty"`
+	StateDir      string             `json:"state_dir"`
+	Output        string             `json:"output,omitempty"`
+	Flavor        string             `json:"flavor"`
+	Network       string             `json:"network"`
+	Runner        RunnerPlan         `json:"runner"`
+	Proxy         string             `json:"proxy"`
+	ScriptURL     string             `json:"script_url"`
+	SecretNames   []string           `json:"secret_names"`
+	Images        []PlannedImage     `json:"images"`
+	KeepRevisions int                `json:"keep_revisions"`
+	Visibility    config.Visibility  `json:"visibility"`
+	Timeouts      map[string]string  `json:"timeouts"`
+	UserDataFrom  string             `json:"user_data_from"`
+	UserData      string             `json:"user_data"`
+}
+
+// RunnerPlan is the runner release the recipe installs (empty fields
+// when --user-data replaces the recipe and nothing was pinned).
+type RunnerPlan struct {
+	Repo    string `json:"repo"`
+	Version string `json:"version"`
+	Arch    string `json:"arch"`
+	URL     string `json:"url"`
+	SHA256  string `json:"sha256"`
+}
+
+// PlannedImage is an image the build would publish.
+type PlannedImage struct {
+	Cloud string `json:"cloud"`
+	Name  string `json:"name"`
+}
+
+const notSet = "(not set)"
+
+func (inv *invocation) plan(spec config.RunSpec, runner release.Release, userData []byte) (Plan, error) {
+	stateDir, err := config.StateDir(inv.getenv, spec.Prefix)
+	if err != nil {
+		return Plan{}, err
+	}
+	p := Plan{
+		Builder: spec.Builder, Cloud: spec.Cloud, Arch: spec.Arch, Base: spec.Base,
+		StateDir: stateDir, Output: spec.Output, Flavor: spec.Flavor, Network: spec.Network,
+		Runner: RunnerPlan{Repo: runner.Repo, Version: runner.Version, Arch: string(runner.Arch), URL: runner.URL, SHA256: runner.SHA256},
+		Proxy:  spec.Proxy, ScriptURL: spec.ScriptURL, SecretNames: spec.SecretNames(),
+		KeepRevisions: spec.KeepRevisions, Visibility: spec.Visibility,
+		Timeouts: map[string]string{
+			"boot": shortDuration(spec.Timeouts.Boot), "ssh": shortDuration(spec.Timeouts.SSH),
+			"cloud_init": shortDuration(spec.Timeouts.CloudInit), "script": shortDuration(spec.Timeouts.Script),
+			"snapshot": shortDuration(spec.Timeouts.Snapshot), "copy": shortDuration(spec.Timeouts.Copy),
+		},
+		UserDataFrom: "built-in recipe",
+		UserData:     string(userData),
+	}
+	if spec.UserDataFile != "" {
+		p.UserDataFrom = spec.UserDataFile
+	}
+	if spec.Builder == config.BuilderOpenStack {
+		p.BaseImage = config.BaseImageName(spec.Prefix, spec.Base, spec.Arch)
+		p.BuilderServer = config.BuilderName(spec.Prefix, spec.Base, spec.Arch)
+		p.Keypair = config.KeypairName(spec.Prefix)
+		p.SecurityGroup = config.SecurityGroupName(spec.Prefix)
+	}
+	for _, c := range spec.PublishClouds() {
+		p.Images = append(p.Images, PlannedImage{Cloud: c, Name: spec.ImageName})
+	}
+	if p.Images == nil {
+		p.Images = []PlannedImage{}
+	}
+	return p, nil
+}
+
+// WritePlan prints a dry run's plan: aligned "key  value" lines, then the
+// user-data after a "--- user-data" line; or one JSON document.
+func WritePlan(w io.Writer, f Format, p Plan) error {
+	if f == FormatJSON {
+		return writeJSON(w, p)
+	}
+	or := func(s, alt string) string {
+		if s == "" {
+			return alt
+		}
+		return s
+	}
+	var b strings.Builder
+	fmt.Fprintln(&b, "# Dry run: nothing was created; the build would do this.")
+	tw := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	row("builder", string(p.Builder))
+	row("build cloud", or(p.Cloud, notSet))
+	row("arch", fmt.Sprintf("%s (image %s, Glance %s)", p.Arch, p.Arch.CloudImage(), p.Arch.OpenStack()))
+	row("base", fmt.Sprintf("%s (%s)", p.Base, p.Base.Version()))
+	if p.Builder == config.BuilderOpenStack {
+		row("base image", p.BaseImage)
+		row("builder server", p.BuilderServer)
+		row("keypair", p.Keypair)
+		row("security group", p.SecurityGroup)
+		row("flavor", or(p.Flavor, "smallest with 2 vCPU, 1 GiB RAM, 20 GiB disk"))
+		row("network", or(p.Network, "the one with a subnet"))
+	} else {
+		row("output", or(p.Output, notSet))
+	}
+	row("state dir", p.StateDir)
+	switch {
+	case p.Runner.Version != "" && p.Runner.URL != "":
+		row("runner", fmt.Sprintf("%s v%s linux-%s", p.Runner.Repo, p.Runner.Version, p.Runner.Arch))
+		row("runner tarball", p.Runner.URL)
+		row("runner sha256", p.Runner.SHA256)
+	case p.Runner.Version != "":
+		row("runner", fmt.Sprintf("v%s expected (--user-data replaces the recipe)", p.Runner.Version))
+	default:
+		row("runner", "not resolved (--user-data replaces the recipe)")
+	}
+	row("proxy", or(p.Proxy, "none"))
+	row("script", or(p.ScriptURL, "none"))
+	row("script secrets", or(strings.Join(p.SecretNames, ", "), "none"))
+	for _, img := range p.Images {
+		row("image", fmt.Sprintf("%s in %s (%s, keep %d revisions)", img.Name, or(img.Cloud, notSet), p.Visibility, p.KeepRevisions))
+	}
+	if len(p.Images) == 0 {
+		row("image", "not published (no --upload-clouds)")
+	}
+	var ts []string
+	for _, k := range []string{"boot", "ssh", "cloud_init", "script", "snapshot", "copy"} {
+		ts = append(ts, strings.ReplaceAll(k, "_", "-")+" "+p.Timeouts[k])
+	}
+	row("timeouts", strings.Join(ts, ", "))
+	row("user-data", fmt.Sprintf("%s, %d bytes", p.UserDataFrom, len(p.UserData)))
+	if err := tw.Flush(); err != nil {
+		return wrapWrite(err)
+	}
+	fmt.Fprintln(&b, "--- user-data")
+	b.WriteString(p.UserData)
+	_, err := io.WriteString(w, b.String())
+	return wrapWrite(err)
+}
+
+// shortDuration prints 20m as "20m" rather than "20m0s", and 1h as "1h".
+func shortDuration(d time.Duration) string {
+	out := d.String()
+	if strings.HasSuffix(out, "m0s") {
+		out = strings.TrimSuffix(out, "0s")
+	}
+	if strings.HasSuffix(out, "h0m") {
+		out = strings.TrimSuffix(out, "0m")
+	}
+	return out
+}

@@ -1,0 +1,570 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+)
+
+// This file turns what a user typed for `run` (flags, argument, environment)
+// into a validated RunSpec, the one value both builders consume. Every
+// failure is an errs.KindUsage error of one line that names the flag and
+// says what is allowed; nothing here touches a cloud or the network.
+
+// Defaults of `run` (the first two are the Python tool's).
+const (
+	DefaultKeepRevisions = 5
+	DefaultBase          = BaseNoble
+	DefaultRunnerRepo    = "canonical/github-actions-runner"
+	DefaultRunnerAPIURL  = "https://api.github.com"
+	// SecretEnvPrefix marks the environment variables passed to --script-url's
+	// script; the prefix is removed from each name.
+	SecretEnvPrefix = "IMAGE_BUILDER_SECRET_"
+	// TokenEnv holds the GitHub token for release look-ups (never a flag: argv is visible).
+	TokenEnv = "GITHUB_TOKEN"
+)
+
+// BuilderKind says where the image is built.
+type BuilderKind string
+
+// The builders.
+const (
+	BuilderOpenStack BuilderKind = "openstack" // a builder server on the cloud, snapshotted (default)
+	BuilderLocal     BuilderKind = "local"     // qemu on this host, written to --output
+)
+
+// ParseBuilder accepts "openstack" or "local" (case-insensitive).
+func ParseBuilder(s string) (BuilderKind, error) {
+	switch b := BuilderKind(strings.ToLower(strings.TrimSpace(s))); b {
+	case BuilderOpenStack, BuilderLocal:
+		return b, nil
+	}
+	return "", errs.Usage("--builder %q: use openstack or local", s)
+}
+
+// Visibility is the Glance visibility of published images.
+type Visibility string
+
+// The Glance visibilities.
+const (
+	VisibilityPrivate   Visibility = "private"
+	VisibilityShared    Visibility = "shared"
+	VisibilityCommunity Visibility = "community"
+	VisibilityPublic    Visibility = "public"
+)
+
+// ParseVisibility accepts a Glance visibility (case-insensitive).
+func ParseVisibility(s string) (Visibility, error) {
+	switch v := Visibility(strings.ToLower(strings.TrimSpace(s))); v {
+	case VisibilityPrivate, VisibilityShared, VisibilityCommunity, VisibilityPublic:
+		return v, nil
+	}
+	return "", errs.Usage("--visibility %q: use private, shared, community or public", s)
+}
+
+// Secret is a value that must never be printed: String, GoString, LogValue
+// and MarshalJSON all redact it. Reveal returns the value.
+type Secret string
+
+const redacted = "[redacted]"
+
+// Reveal returns the secret value; call it only where the value is used.
+func (s Secret) Reveal() string { return string(s) }
+
+func (s Secret) String() string   { return redacted }
+func (s Secret) GoString() string { return redacted }
+
+// MarshalJSON writes the redaction marker, never the value.
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+
+// Timeouts are the per-phase deadlines of a build.
+type Timeouts struct {
+	Boot      time.Duration // server ACTIVE (or local guest started)
+	SSH       time.Duration // first SSH connection with a checked host key
+	CloudInit time.Duration // cloud-init finished
+	Script    time.Duration // the --script-url script
+	Snapshot  time.Duration // snapshot (or local flatten) finished and active
+	Copy      time.Duration // copy to every --upload-clouds cloud
+}
+
+// DefaultTimeouts are the Python tool's limits where it had any (inventory
+// §1.9), and bounds where it waited forever (SSH).
+func DefaultTimeouts() Timeouts {
+	return Timeouts{
+		Boot:      20 * time.Minute,
+		SSH:       10 * time.Minute,
+		CloudInit: 30 * time.Minute,
+		Script:    60 * time.Minute,
+		Snapshot:  30 * time.Minute,
+		Copy:      60 * time.Minute,
+	}
+}
+
+// RunSpec is a validated `run`: what to build, where, and how to publish it.
+type RunSpec struct {
+	ImageName string // the output image's name in every cloud
+	Cloud     string // --os-cloud, the build cloud ("" only for the local builder or a dry run)
+	Arch      Arch
+	Base      Base
+	Prefix    string // resource-name prefix (config.BaseImageName etc.)
+
+	KeepRevisions int
+	UploadClouds  []string // in the order given; IDs are reported in this order
+	Visibility    Visibility
+	AdoptUnmarked bool // prune also the Python tool's unmarked images of this name
+
+	RunnerVersion string // X.Y.Z, or "" for the latest release
+	RunnerSHA256  string // 64 lowercase hex digits, or "" to read it from the release
+	RunnerRepo    string // owner/name
+	RunnerAPIURL  string // the GitHub REST API
+	GitHubToken   Secret // from GITHUB_TOKEN, may be empty
+
+	Flavor    string // name or ID; "" picks the smallest that fits
+	Network   string // name or ID; "" picks one
+	Proxy     string // host:port, or ""
+	ScriptURL string // http(s) URL of the user's script, or ""
+	Secrets   map[string]Secret
+
+	UserDataFile     string // replaces the built-in recipe when set
+	VerifyScriptFile string // an extra check run in the guest before publishing
+
+	Timeouts                 Timeouts
+	InsecureSkipHostKeyCheck bool
+
+	Builder  BuilderKind
+	Output   string // qcow2 path (local builder)
+	Isolated bool   // local builder: the guest reaches nothing but what the builder forwards
+	DryRun   bool
+}
+
+// RunInput is `run` as typed: flag values and the environment, unparsed.
+type RunInput struct {
+	ImageName, Cloud, Arch, Base, Prefix string
+	KeepRevisions                        int
+	UploadClouds, Visibility             string
+	AdoptUnmarked                        bool
+	RunnerVersion, RunnerSHA256          string
+	RunnerRepo, RunnerAPIURL             string
+	Flavor, Network, Proxy, ScriptURL    string
+	UserDataFile, VerifyScriptFile       string
+	Timeouts                             Timeouts
+	InsecureSkipHostKeyCheck             bool
+	Builder, Output                      string
+	Isolated, DryRun                     bool
+	Environ                              []string // KEY=VALUE, as os.Environ
+	HostArch                             Arch     // the arch of this host ("" if unsupported); for the local builder
+}
+
+// NewRunSpec parses and validates in. The first problem found is returned
+// as a one-line usage error.
+func NewRunSpec(in RunInput) (RunSpec, error) {
+	s := RunSpec{
+		ImageName: in.ImageName, Cloud: strings.TrimSpace(in.Cloud), Prefix: in.Prefix,
+		KeepRevisions: in.KeepRevisions, AdoptUnmarked: in.AdoptUnmarked,
+		RunnerVersion: strings.TrimSpace(in.RunnerVersion), RunnerSHA256: strings.ToLower(strings.TrimSpace(in.RunnerSHA256)),
+		RunnerRepo: in.RunnerRepo, RunnerAPIURL: in.RunnerAPIURL,
+		Flavor: in.Flavor, Network: in.Network, Proxy: in.Proxy, ScriptURL: in.ScriptURL,
+		UserDataFile: in.UserDataFile, VerifyScriptFile: in.VerifyScriptFile,
+		Timeouts: in.Timeouts, InsecureSkipHostKeyCheck: in.InsecureSkipHostKeyCheck,
+		Output: in.Output, Isolated: in.Isolated, DryRun: in.DryRun,
+	}
+	if s.RunnerVersion == "latest" {
+		s.RunnerVersion = ""
+	}
+	var err error
+	if s.Arch, err = ParseArchFlag(in.Arch); err != nil {
+		return RunSpec{}, err
+	}
+	if s.Base, err = parseBaseFlag("--base-image", in.Base); err != nil {
+		return RunSpec{}, err
+	}
+	if s.UploadClouds, err = ParseCloudList("--upload-clouds", in.UploadClouds); err != nil {
+		return RunSpec{}, err
+	}
+	if s.Visibility, err = ParseVisibility(in.Visibility); err != nil {
+		return RunSpec{}, err
+	}
+	if s.Builder, err = ParseBuilder(in.Builder); err != nil {
+		return RunSpec{}, err
+	}
+	if s.Secrets, err = SecretsFromEnv(in.Environ); err != nil {
+		return RunSpec{}, err
+	}
+	s.GitHubToken = Secret(lookupEnv(in.Environ, TokenEnv))
+	if err := s.Validate(); err != nil {
+		return RunSpec{}, err
+	}
+	if s.Builder == BuilderLocal && s.Arch.CloudImage() != in.HostArch.CloudImage() {
+		host := string(in.HostArch)
+		if host == "" {
+			host = "an unsupported architecture"
+		}
+		return RunSpec{}, errs.Usage("--arch %s with --builder local: the local builder builds only this host's architecture (%s); use --builder openstack", s.Arch, host)
+	}
+	return s, nil
+}
+
+// Validate checks every field of s; it is what NewRunSpec ends with and what
+// a caller that builds a RunSpec itself (the builder host) must call.
+func (s RunSpec) Validate() error {
+	if err := ValidateImageName(s.ImageName); err != nil {
+		return errs.Wrap(errs.KindUsage, err, "")
+	}
+	if !slices.Contains(Arches(), s.Arch) {
+		return errs.Usage("--arch %q: use x64, arm64, s390x, ppc64le or arm", s.Arch)
+	}
+	if !slices.Contains(Bases(), s.Base) {
+		return errs.Usage("--base-image %q: use focal, jammy, noble or resolute", s.Base)
+	}
+	if err := CheckPair(s.Arch, s.Base); err != nil {
+		return errs.Wrap(errs.KindUsage, err, "")
+	}
+	if err := ValidatePrefix(s.Prefix); err != nil {
+		return errs.Wrap(errs.KindUsage, err, "")
+	}
+	if s.KeepRevisions < 1 {
+		return errs.Usage("--keep-revisions %d: keep at least 1 revision (the image just built counts as one)", s.KeepRevisions)
+	}
+	if err := ValidateRunnerVersion(s.RunnerVersion); err != nil {
+		return err
+	}
+	if err := ValidateRunnerSHA256(s.RunnerSHA256); err != nil {
+		return err
+	}
+	if err := ValidateRepo(s.RunnerRepo); err != nil {
+		return err
+	}
+	if err := ValidateHTTPURL("--runner-api-url", s.RunnerAPIURL, false); err != nil {
+		return err
+	}
+	if err := ValidateProxy(s.Proxy); err != nil {
+		return err
+	}
+	if s.ScriptURL != "" {
+		if err := ValidateHTTPURL("--script-url", s.ScriptURL, false); err != nil {
+			return err
+		}
+	}
+	if err := validateCloudList("--upload-clouds", s.UploadClouds); err != nil {
+		return err
+	}
+	for name := range s.Secrets {
+		if err := validateSecretName(name); err != nil {
+			return err
+		}
+	}
+	for _, f := range []struct {
+		flag string
+		path string
+	}{{"--user-data", s.UserDataFile}, {"--verify-script", s.VerifyScriptFile}} {
+		if f.path != "" && strings.TrimSpace(f.path) == "" {
+			return errs.Usage("%s %q: give a file path", f.flag, f.path)
+		}
+	}
+	if err := s.Timeouts.Validate(); err != nil {
+		return err
+	}
+	if _, err := ParseVisibility(string(s.Visibility)); err != nil {
+		return err
+	}
+	switch s.Builder {
+	case BuilderOpenStack:
+		if s.Output != "" {
+			return errs.Usage("--output applies only to --builder local (the openstack builder publishes a snapshot)")
+		}
+		if s.Isolated {
+			return errs.Usage("--isolated applies only to --builder local")
+		}
+		if s.Cloud == "" && !s.DryRun {
+			return errs.Usage("--os-cloud (or OS_CLOUD) is required: name the clouds.yaml cloud to build in")
+		}
+	case BuilderLocal:
+		if strings.TrimSpace(s.Output) == "" && !s.DryRun {
+			return errs.Usage("--output is required with --builder local: the path of the qcow2 image to write")
+		}
+		if len(s.UploadClouds) > 0 && s.Cloud == "" && !s.DryRun {
+			return errs.Usage("--os-cloud (or OS_CLOUD) is required with --upload-clouds: it names the cloud whose clouds.yaml entry is read first")
+		}
+	default:
+		return errs.Usage("--builder %q: use openstack or local", s.Builder)
+	}
+	return nil
+}
+
+// PublishClouds are the clouds that receive the image, in output order: the
+// --upload-clouds list, or the build cloud when it is empty (the Python
+// tool's contract; a local build without --upload-clouds publishes nothing).
+func (s RunSpec) PublishClouds() []string {
+	if len(s.UploadClouds) > 0 {
+		return slices.Clone(s.UploadClouds)
+	}
+	if s.Builder == BuilderLocal {
+		return nil
+	}
+	return []string{s.Cloud}
+}
+
+// SecretNames returns the names of the script's secrets, sorted.
+func (s RunSpec) SecretNames() []string {
+	names := make([]string, 0, len(s.Secrets))
+	for n := range s.Secrets {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Validate checks that every deadline is positive and at most a day.
+func (t Timeouts) Validate() error {
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"--boot-timeout", t.Boot}, {"--ssh-timeout", t.SSH}, {"--cloud-init-timeout", t.CloudInit},
+		{"--script-timeout", t.Script}, {"--snapshot-timeout", t.Snapshot}, {"--copy-timeout", t.Copy},
+	} {
+		if d.v <= 0 || d.v > 24*time.Hour {
+			return errs.Usage("%s %s: use a duration above 0 and at most 24h, e.g. 30m or 1h30m", d.flag, d.v)
+		}
+	}
+	return nil
+}
+
+// ParseArchFlag parses --arch as a usage error naming the flag ("" is refused: it is required).
+func ParseArchFlag(s string) (Arch, error) {
+	if strings.TrimSpace(s) == "" {
+		return "", errs.Usage("--arch is required: use x64|amd64|x86_64, arm64|aarch64, s390x, ppc64le|ppc64el or arm|armhf")
+	}
+	a, err := ParseArch(s)
+	if err != nil {
+		return "", errs.Wrap(errs.KindUsage, err, "--arch")
+	}
+	return a, nil
+}
+
+func parseBaseFlag(flag, s string) (Base, error) {
+	b, err := ParseBase(s)
+	if err != nil {
+		return "", errs.Wrap(errs.KindUsage, err, "%s", flag)
+	}
+	return b, nil
+}
+
+// ParseBaseList parses a repeatable, comma-separated --base-image value of
+// `init`; an empty list means every base. Duplicates are refused.
+func ParseBaseList(flag string, values []string) ([]Base, error) {
+	var out []Base
+	for _, v := range values {
+		for item := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(item) == "" {
+				return nil, errs.Usage("%s %q: empty item; list bases separated by commas, e.g. jammy,noble", flag, v)
+			}
+			b, err := parseBaseFlag(flag, item)
+			if err != nil {
+				return nil, err
+			}
+			if slices.Contains(out, b) {
+				return nil, errs.Usage("%s: %s is listed twice", flag, b)
+			}
+			out = append(out, b)
+		}
+	}
+	if len(out) == 0 {
+		return Bases(), nil
+	}
+	return out, nil
+}
+
+// ParseCloudList parses a comma-separated list of clouds.yaml names: items
+// are trimmed; empty items and duplicates are refused; "" is the empty list.
+func ParseCloudList(flag, s string) ([]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []string
+	for item := range strings.SplitSeq(s, ",") {
+		out = append(out, strings.TrimSpace(item))
+	}
+	if err := validateCloudList(flag, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func validateCloudList(flag string, clouds []string) error {
+	for i, c := range clouds {
+		switch {
+		case c == "":
+			return errs.Usage("%s: item %d is empty; list clouds.yaml names separated by commas, e.g. cloud-a,cloud-b", flag, i+1)
+		case strings.TrimSpace(c) != c || strings.ContainsFunc(c, isControl):
+			return errs.Usage("%s: cloud name %q has surrounding space or a control character", flag, c)
+		case slices.Contains(clouds[:i], c):
+			return errs.Usage("%s: cloud %q is listed twice", flag, c)
+		}
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+var (
+	runnerVersionRE = regexp.MustCompile(`^(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})$`)
+	sha256RE        = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	repoRE          = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_.-]{1,100}$`)
+	secretNameRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	proxyHostRE     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)
+)
+
+// ValidateRunnerVersion accepts "" (the latest release) or X.Y.Z.
+func ValidateRunnerVersion(v string) error {
+	if v == "" || runnerVersionRE.MatchString(v) {
+		return nil
+	}
+	hint := ""
+	if strings.HasPrefix(v, "v") && runnerVersionRE.MatchString(v[1:]) {
+		hint = " (drop the leading v)"
+	}
+	return errs.Usage("--runner-version %q: use X.Y.Z, e.g. 2.330.0%s, or latest", v, hint)
+}
+
+// ValidateRunnerSHA256 accepts "" or 64 lowercase hex digits.
+func ValidateRunnerSHA256(s string) error {
+	if s == "" || sha256RE.MatchString(s) {
+		return nil
+	}
+	return errs.Usage("--runner-sha256: use the 64 hex digits of the runner tarball's SHA-256 (got %d characters)", len(s))
+}
+
+// ValidateRepo accepts a GitHub owner/name.
+func ValidateRepo(r string) error {
+	if repoRE.MatchString(r) && !strings.Contains(r, "..") {
+		return nil
+	}
+	return errs.Usage("--runner-repo %q: use a GitHub owner/name, e.g. %s", r, DefaultRunnerRepo)
+}
+
+// ValidateHTTPURL accepts an http or https URL with a host and without
+// credentials (they would show in logs and process lists).
+func ValidateHTTPURL(flag, s string, allowEmpty bool) error {
+	if s == "" && allowEmpty {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
+		return errs.Usage("%s %q: use an http:// or https:// URL with a host, e.g. https://example.com/setup.sh", flag, redactURL(s))
+	}
+	if u.User != nil {
+		return errs.Usage("%s %q: remove the credentials from the URL (they would show in logs)", flag, redactURL(s))
+	}
+	return nil
+}
+
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	if strings.ContainsFunc(s, isControl) {
+		return "<unprintable>"
+	}
+	return s
+}
+
+// ValidateProxy accepts "" or host:port, with a DNS name or IPv4 address
+// and a port from 1 to 65535. A scheme is refused with a hint rather than
+// stripped: aproxy takes host:port, and a silent rewrite would hide a
+// misunderstanding (e.g. an https:// proxy).
+func ValidateProxy(s string) error {
+	if s == "" {
+		return nil
+	}
+	bad := func(why string) error {
+		return errs.Usage("--proxy %q: %s; use host:port, e.g. squid.internal:3128", redactURL(s), why)
+	}
+	if i := strings.Index(s, "://"); i >= 0 {
+		return bad(fmt.Sprintf("drop the %s:// scheme", s[:i]))
+	}
+	host, port, err := net.SplitHostPort(s)
+	switch {
+	case err != nil:
+		return bad("not host:port")
+	case strings.Contains(host, ":"):
+		return bad("IPv6 proxies are not supported (the guest's proxy rules are IPv4)")
+	case host+":"+port != s:
+		return bad("not host:port (no brackets)")
+	case strings.Contains(host, "@"):
+		return bad("credentials are not supported")
+	case !proxyHostRE.MatchString(host):
+		return bad("the host is not a DNS name or IPv4 address")
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+		return bad("the port is not a number from 1 to 65535")
+	}
+	return nil
+}
+
+// SecretsFromEnv collects every IMAGE_BUILDER_SECRET_<NAME>=value of environ
+// as NAME → value. A name that is not a shell variable name is refused.
+func SecretsFromEnv(environ []string) (map[string]Secret, error) {
+	out := map[string]Secret{}
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, SecretEnvPrefix) {
+			continue
+		}
+		name := strings.TrimPrefix(k, SecretEnvPrefix)
+		if err := validateSecretName(name); err != nil {
+			return nil, err
+		}
+		out[name] = Secret(v)
+	}
+	return out, nil
+}
+
+func validateSecretName(name string) error {
+	if secretNameRE.MatchString(name) {
+		return nil
+	}
+	return errs.Usage("environment variable %s%s: the part after %s must be a shell variable name (letters, digits, _)", SecretEnvPrefix, name, SecretEnvPrefix)
+}
+
+func lookupEnv(environ []string, key string) string {
+	val := ""
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+			val = v // the last one wins, as in a shell
+		}
+	}
+	return val
+}
+
+// HostArch maps a Go GOARCH (runtime.GOARCH) to the runner arch built
+// natively on such a host, or "" when there is none.
+func HostArch(goarch string) Arch {
+	switch goarch {
+	case "amd64":
+		return ArchX64
+	case "arm64":
+		return ArchARM64
+	case "s390x":
+		return ArchS390X
+	case "ppc64le":
+		return ArchPPC64LE
+	}
+	return ""
+}
+
+// PublishedImage is one image a build published, as reported on stdout.
+type PublishedImage struct {
+	Cloud    string `json:"cloud"`
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Checksum string `json:"checksum"`
+}
