@@ -13,11 +13,9 @@ import (
 	"bytes"
 	_ "embed"
 	"fmt"
-	"net"
 	"net/url"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"text/template"
 
@@ -170,33 +168,8 @@ func redact(u *url.URL, raw string) string {
 	return raw
 }
 
-var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)
-
-// ValidateProxy checks a --proxy value: empty, or host:port with a DNS
-// name or IPv4 address and a port 1-65535 (no scheme, no credentials).
-func ValidateProxy(s string) error {
-	if s == "" {
-		return nil
-	}
-	host, port, err := net.SplitHostPort(s)
-	bad := func(why string) error {
-		return errs.Usage("--proxy %q: %s; use host:port, e.g. squid.internal:3128", s, why)
-	}
-	if err != nil {
-		return bad("not host:port")
-	}
-	if strings.Contains(host, ":") {
-		return bad("IPv6 proxies are not supported (aproxy's nftables rules are IPv4)")
-	}
-	if !hostRE.MatchString(host) {
-		return bad("the host is not a DNS name or IPv4 address")
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
-		return bad("the port is not a number from 1 to 65535")
-	}
-	return nil
-}
+// ValidateProxy checks a --proxy value (config.ValidateProxy is the one rule).
+func ValidateProxy(s string) error { return config.ValidateProxy(s) }
 
 // shellQuote returns s as one single-quoted shell word.
 func shellQuote(v any) string {

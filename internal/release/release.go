@@ -72,20 +72,22 @@ var (
 	repoRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_.-]{1,100}$`)
 )
 
-// ValidateVersion checks a runner version of the form X.Y.Z (no "v").
+// ValidateVersion checks a resolved runner version: X.Y.Z, never empty
+// (config.ValidateRunnerVersion is the one rule; "" there means latest).
 func ValidateVersion(v string) error {
-	if !versionRE.MatchString(v) {
-		return errs.Usage("--runner-version %q: use X.Y.Z, e.g. 2.330.0 (no leading v), or leave it empty for the latest release", v)
+	if v == "" {
+		return errs.Usage("--runner-version: empty; use X.Y.Z, e.g. 2.330.0")
 	}
-	return nil
+	return config.ValidateRunnerVersion(v)
 }
 
-// ValidateSHA256 checks a pinned tarball checksum: 64 hex digits.
+// ValidateSHA256 checks a resolved tarball checksum: 64 hex digits, never
+// empty (config.ValidateRunnerSHA256 is the one rule).
 func ValidateSHA256(s string) error {
-	if !sha256RE.MatchString(s) {
-		return errs.Usage("--runner-sha256 %q: use the 64 hex digits of the tarball's SHA-256", s)
+	if s == "" {
+		return errs.Usage("--runner-sha256: empty; use the 64 hex digits of the tarball's SHA-256")
 	}
-	return nil
+	return config.ValidateRunnerSHA256(strings.ToLower(s))
 }
 
 // TarballName is the release asset of the runner for arch a at version v.
