@@ -119,6 +119,10 @@ func (q LatestQuery) Validate() error {
 	return nil
 }
 
+// EmptyPrefixDir is the state directory name of the empty prefix (the
+// Python tool's default); no valid prefix starts with '_'.
+const EmptyPrefixDir = "_empty"
+
 // AppName names the tool's directories.
 const AppName = "github-runner-image-builder"
 
@@ -139,7 +143,7 @@ func StateDir(getenv func(string) string, prefix string) (string, error) {
 		return "", err
 	}
 	if prefix == "" {
-		return filepath.Join(base, "_empty"), nil
+		return filepath.Join(base, EmptyPrefixDir), nil
 	}
 	if err := ValidatePrefix(prefix); err != nil {
 		return "", errs.Wrap(errs.KindUsage, err, "")

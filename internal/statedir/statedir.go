@@ -23,8 +23,9 @@ import (
 )
 
 // DefaultPrefixDir is the directory name used for the empty prefix (the
-// Python tool's default). It starts with '_', which no valid prefix does.
-const DefaultPrefixDir = "_default"
+// Python tool's default): config.EmptyPrefixDir, so that every part of the
+// tool finds the same directory.
+const DefaultPrefixDir = config.EmptyPrefixDir
 
 // File names inside a prefix directory.
 const (
