@@ -226,6 +226,11 @@ func (c *Cloud) ensureIngressRules(ctx context.Context, groupID string) error {
 		_, err := rules.Create(ctx, c.network, want).Extract()
 		// 409: a concurrent ensure added the same rule first.
 		if err != nil && !IsConflict(err) {
+			// A concurrent ensure may have deleted the group meanwhile; Neutron
+			// then answers 500 (a foreign key violation), not 404.
+			if _, gerr := groups.Get(ctx, c.network, groupID).Extract(); IsNotFound(gerr) {
+				return errs.New(errs.KindNotFound, "security group %s was deleted while its rules were added", groupID)
+			}
 			return classify(err, "add rule to security group "+groupID)
 		}
 	}

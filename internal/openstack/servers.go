@@ -260,7 +260,9 @@ func (c *Cloud) WaitServer(ctx context.Context, id, target string) (*Server, err
 		last = toServer(s)
 		switch last.Status {
 		case target:
-			return true, nil
+			// Nova itself shows DELETED for a moment before the server is
+			// gone; only the 404 ends a delete wait.
+			return target != StatusDeleted, nil
 		case StatusError:
 			if target == StatusDeleted { // a server in ERROR can still be deleted: wait for it to go
 				return false, nil
