@@ -42,7 +42,8 @@ die() {
 on_err() {
   local rc=$? line=$1
   log "FAILED (rc=$rc) at line $line: ${BASH_COMMAND%%$'\n'*}"
-  ls -t "$LOG"/*.log "$LOG"/*.out 2>/dev/null | head -2 | while read -r f; do
+  find "$LOG" -maxdepth 1 -type f \( -name '*.log' -o -name '*.out' \) -printf '%T@ %p\n' 2>/dev/null |
+    sort -rn | head -2 | while read -r _ f; do
     echo "--- tail of $f" >&2
     tail -n 15 "$f" >&2
   done
@@ -233,7 +234,7 @@ setup_postgres() {
   local ver name port
   read -r ver name _ < <(pg_lsclusters -h | head -1) || true
   if [ -z "${ver:-}" ]; then
-    ver=$(ls /usr/lib/postgresql | sort -n | tail -1)
+    ver=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -n | tail -1)
     name=main
     log "creating PostgreSQL cluster $ver/$name"
     pg_createcluster "$ver" "$name" >/dev/null
@@ -610,10 +611,13 @@ restart() {
 }
 
 # ------------------------------------------------------------------ main
+# uwsgi_binary: the newest uwsgi_python3* plugin binary Debian installed.
+uwsgi_binary() { find /usr/bin -maxdepth 1 -name 'uwsgi_python3*' -printf '%p\n' 2>/dev/null | sort | tail -1; }
+
 if [ "${1:-}" = restart ]; then
   shift
   [ $# -gt 0 ] || die "usage: $0 restart SERVICE..."
-  UWSGI=$(ls /usr/bin/uwsgi_python3* | sort | tail -1)
+  UWSGI=$(uwsgi_binary)
   load_secrets
   restart "$@"
   exit 0
@@ -622,7 +626,7 @@ fi
 
 phase install
 [ "${GRIB_OSL_SKIP_INSTALL:-0}" = 1 ] || install_packages
-UWSGI=$(ls /usr/bin/uwsgi_python3* 2>/dev/null | sort | tail -1)
+UWSGI=$(uwsgi_binary)
 [ -x "$UWSGI" ] || die "no uwsgi python3 plugin binary in /usr/bin"
 load_secrets
 install_harness

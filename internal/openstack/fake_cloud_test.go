@@ -94,6 +94,8 @@ func TestWaitServer(t *testing.T) {
 			steps: []step{{200, "ERROR", "boom"}, {404, "", ""}}, wantCalls: 2},
 		{name: "gone counts as deleted", target: StatusDeleted,
 			steps: []step{{200, "ACTIVE", ""}, {404, "", ""}}, wantCalls: 2},
+		{name: "Nova's DELETED status is not yet gone", target: StatusDeleted,
+			steps: []step{{200, "DELETED", ""}, {200, "DELETED", ""}, {404, "", ""}}, wantCalls: 3},
 		{name: "gone is not found otherwise", target: StatusActive, steps: []step{{404, "", ""}},
 			wantKind: errs.KindNotFound, wantErr: "not found", wantCalls: 1},
 		{name: "401 stops", target: StatusActive, steps: []step{{403, "", ""}},
