@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	gcopenstack "github.com/gophercloud/gophercloud/v2/openstack"
@@ -40,6 +41,10 @@ type Cloud struct {
 	compute   *gophercloud.ServiceClient
 	image     *gophercloud.ServiceClient
 	network   *gophercloud.ServiceClient
+
+	// sleep pauses between the polls of a wait; nil is a real timer. Tests
+	// inject a fake clock here to check how soon a wait notices a change.
+	sleep func(ctx context.Context, d time.Duration) error
 }
 
 // Name is the cloud's clouds.yaml name.

@@ -131,20 +131,32 @@ const (
 
 // poll calls check until it reports done or an error, or ctx ends; the
 // interval grows from pollFirst by half each time, capped at pollMax.
-func poll(ctx context.Context, check func(context.Context) (bool, error)) error {
+func (c *Cloud) poll(ctx context.Context, check func(context.Context) (bool, error)) error {
+	pause := c.sleep
+	if pause == nil {
+		pause = sleepCtx
+	}
 	interval := pollFirst
 	for {
 		done, err := check(ctx)
 		if err != nil || done {
 			return err
 		}
-		t := time.NewTimer(interval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := pause(ctx, interval); err != nil {
+			return err
 		}
 		interval = min(interval*3/2, pollMax)
+	}
+}
+
+// sleepCtx waits for d or until ctx ends (returning ctx.Err()).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }

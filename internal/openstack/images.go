@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
@@ -120,12 +121,18 @@ func (c *Cloud) CreateImage(ctx context.Context, spec ImageSpec) (*Image, error)
 
 // UploadImage streams data into image id from its start. data must be
 // seekable (an *os.File): if the token expires mid-upload, gophercloud
-// re-authenticates and rewinds it to send it again.
+// re-authenticates and sends it again from the start. data is not closed;
+// when it is an io.ReaderAt (an *os.File), concurrent uploads of one file
+// are safe (each reads it at its own offsets).
 func (c *Cloud) UploadImage(ctx context.Context, id string, data io.ReadSeeker) error {
-	if _, err := data.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("upload image %s: rewinding the data: %w", id, err)
+	ra, ok := data.(io.ReaderAt)
+	if !ok {
+		if _, err := data.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("upload image %s: rewinding the data: %w", id, err)
+		}
+		ra = &seekReaderAt{rs: data}
 	}
-	if err := imagedata.Upload(ctx, c.image, id, data).ExtractErr(); err != nil {
+	if err := imagedata.Upload(ctx, c.image, id, newUploadBody(ra)).ExtractErr(); err != nil {
 		return classify(err, "upload image "+id)
 	}
 	return nil
@@ -286,7 +293,7 @@ func (c *Cloud) DeleteImage(ctx context.Context, id string) error {
 // killed, deleted or gone, and ends with ctx.
 func (c *Cloud) WaitImageActive(ctx context.Context, id string) (*Image, error) {
 	var last *Image
-	err := poll(ctx, func(ctx context.Context) (bool, error) {
+	err := c.poll(ctx, func(ctx context.Context) (bool, error) {
 		im, err := images.Get(ctx, c.image, id).Extract()
 		switch {
 		case IsNotFound(err):
@@ -314,4 +321,19 @@ func (c *Cloud) WaitImageActive(ctx context.Context, id string) (*Image, error) 
 		return last, fmt.Errorf("waiting for image %s to be active (status %s): %w", id, status, err)
 	}
 	return last, err
+}
+
+// seekReaderAt reads a ReadSeeker at offsets (one reader at a time).
+type seekReaderAt struct {
+	mu sync.Mutex
+	rs io.ReadSeeker
+}
+
+func (s *seekReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.rs.Seek(off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	return io.ReadFull(s.rs, p)
 }

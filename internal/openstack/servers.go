@@ -246,7 +246,7 @@ func (c *Cloud) StopServer(ctx context.Context, id string) error {
 // errs.KindNotFound. Transient API errors are polled through.
 func (c *Cloud) WaitServer(ctx context.Context, id, target string) (*Server, error) {
 	var last *Server
-	err := poll(ctx, func(ctx context.Context) (bool, error) {
+	err := c.poll(ctx, func(ctx context.Context) (bool, error) {
 		s, err := servers.Get(ctx, c.compute, id).Extract()
 		switch {
 		case IsNotFound(err) && target == StatusDeleted:

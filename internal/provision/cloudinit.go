@@ -78,7 +78,7 @@ func (g *Guest) WaitCloudInit(ctx context.Context) (Status, error) {
 			lastErr = err
 			g.log.Debug("reading cloud-init status", "err", err)
 		}
-		if sleep(ctx, interval) != nil {
+		if g.sleep(ctx, interval) != nil {
 			return last, g.cloudInitTimeout(ctx, last, lastErr)
 		}
 		interval = min(2*interval, maxRetryInterval)

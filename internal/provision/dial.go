@@ -33,13 +33,25 @@ type Target struct {
 	RetryInterval time.Duration
 	// AttemptTimeout bounds one TCP dial plus SSH handshake. Zero means 15 s.
 	AttemptTimeout time.Duration
+
+	// sleep pauses between attempts and status reads; nil is a real timer.
+	// Tests inject a fake clock here to check how soon a wait notices a change.
+	sleep func(ctx context.Context, d time.Duration) error
 }
 
+// retryInterval is the first pause, never above the 2 s cap of every wait.
 func (t Target) retryInterval() time.Duration {
 	if t.RetryInterval <= 0 {
 		return defaultRetryInterval
 	}
-	return t.RetryInterval
+	return min(t.RetryInterval, maxRetryInterval)
+}
+
+func (t Target) sleeper() func(context.Context, time.Duration) error {
+	if t.sleep == nil {
+		return sleep
+	}
+	return t.sleep
 }
 
 func (t Target) logger() *slog.Logger {
@@ -92,7 +104,7 @@ func Dial(ctx context.Context, t Target) (*Guest, error) {
 			}
 			log.Debug("SSH attempt failed", "attempt", attempt, "err", err)
 		}
-		if err := sleep(ctx, delay); err != nil {
+		if err := t.sleeper()(ctx, delay); err != nil {
 			return nil, dialGaveUp(ctx, t, lastErr)
 		}
 		delay = min(2*delay, maxRetryInterval)

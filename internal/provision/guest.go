@@ -34,6 +34,7 @@ type Guest struct {
 	key    ssh.PublicKey // the builder's key, removed from the guest by Clean
 	log    *slog.Logger
 	poll   time.Duration // first pause between status reads
+	sleep  func(context.Context, time.Duration) error
 
 	// sudo prefixes commands that must run as root; tmpBase is the tmpfs
 	// directory where scripts are pushed. Tests point them elsewhere.
@@ -52,6 +53,7 @@ func newGuest(client *ssh.Client, t Target, log *slog.Logger) *Guest {
 		key:     t.Signer.PublicKey(),
 		log:     log,
 		poll:    t.retryInterval(),
+		sleep:   t.sleeper(),
 		sudo:    "sudo -n",
 		tmpBase: "/run",
 	}
