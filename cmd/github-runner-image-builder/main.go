@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/cli"
 )
 
@@ -15,11 +16,15 @@ func main() {
 	// SIGINT/SIGTERM cancel the root context: every wait returns, cleanups
 	// run, and the exit code is 130.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	backend := builder.NewBackend(builder.Version())
+	// --builder local: qemu on this host; progress lines when stderr is a terminal.
+	local := builder.NewLocal(backend.OpenStack, builder.Terminal(os.Stderr))
+	backend.LocalInit, backend.LocalRun = local.Init, local.Run
 	app := &cli.App{
 		Stdout:  os.Stdout,
 		Stderr:  os.Stderr,
 		Environ: os.Environ(),
-		// Backend: the builders are connected here as they land (internal/builder).
+		Backend: backend.CLI(),
 	}
 	code := app.Main(ctx, os.Args[1:])
 	stop()

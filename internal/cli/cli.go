@@ -18,6 +18,7 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/service"
 )
 
 // Backend does the work of the commands once their input is valid. A nil
@@ -37,6 +38,9 @@ type Backend struct {
 	// Resolver looks the runner release up; nil means one built from the
 	// --runner-* flags with GitHub's defaults. Tests set it to reach loopback.
 	Resolver RunnerResolver
+	// Catalog lists a cloud's images for the builder host's commands
+	// (build, latest, serve); nil means internal/openstack. Tests set a fake.
+	Catalog service.Catalog
 }
 
 // RunnerResolver resolves a runner release (release.Resolver does).
@@ -163,7 +167,7 @@ Exit codes: ` + exitCodeSummary(),
 			return inv.setupLogging()
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return errs.Usage("give a command: init, run, latest-build-id or sweep (see --help)")
+			return errs.Usage("give a command: init, run, latest-build-id, sweep, setup, build, latest or serve (see --help)")
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
@@ -176,6 +180,7 @@ Exit codes: ` + exitCodeSummary(),
 	pf.StringVar(&inv.logFile, "log-file", "", "also append logs to this file (created 0600)")
 
 	root.AddCommand(inv.initCommand(), inv.runCommand(), inv.latestCommand(), inv.sweepCommand())
+	root.AddCommand(inv.setupCommand(), inv.buildCommand(), inv.latestImagesCommand(), inv.serveCommand())
 	return root
 }
 

@@ -87,7 +87,7 @@ func TestBadInputExitsTwo(t *testing.T) {
 		want string
 	}{
 		// cobra's own errors
-		{"unknown command", nil, []string{"build"}, `unknown command "build"`},
+		{"unknown command", nil, []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"unknown flag", nil, []string{"run", "x", "--arch", "x64", "--bogus"}, "--bogus"},
 		{"no command", nil, nil, "give a command"},
 		{"run no image", nil, []string{"run", "--arch", "x64"}, "run: give exactly one IMAGE_NAME"},

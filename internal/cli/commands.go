@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,7 +13,8 @@ import (
 func (inv *invocation) initCommand() *cobra.Command {
 	var (
 		arch, prefix, baseURL, builder, cacheDir string
-		bases                                    []string
+		baseFile, baseSerial, baseSHA            string
+		bases, props                             []string
 	)
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -27,7 +29,11 @@ With --builder local it only fills the cache and touches no cloud.`,
 			if err != nil {
 				return err
 			}
-			spec := config.InitSpec{Cloud: inv.cloud(), Arch: a, Prefix: prefix, BaseImageURL: baseURL, CacheDir: cacheDir}
+			spec := config.InitSpec{Cloud: inv.cloud(), Arch: a, Prefix: prefix, BaseImageURL: baseURL, CacheDir: cacheDir,
+				BaseImageFile: baseFile, BaseImageSerial: baseSerial, BaseImageSHA256: strings.ToLower(strings.TrimSpace(baseSHA))}
+			if spec.BaseImageProperties, err = config.ParseProperties("--base-image-property", props); err != nil {
+				return err
+			}
 			if spec.Builder, err = config.ParseBuilder(builder); err != nil {
 				return err
 			}
@@ -58,6 +64,10 @@ With --builder local it only fills the cache and touches no cloud.`,
 	fl.StringVar(&baseURL, "base-image-url", "", "mirror of https://cloud-images.ubuntu.com/ to download base images from (http or https)")
 	fl.StringVar(&builder, "builder", string(config.BuilderOpenStack), "openstack (upload to --os-cloud) or local (fill the cache only)")
 	fl.StringVar(&cacheDir, "cache-dir", "", "where verified base images are kept (default $XDG_CACHE_HOME/github-runner-image-builder)")
+	fl.StringVar(&baseSerial, "base-image-serial", "", "pin a dated serial of the base images, e.g. 20251113 (default current)")
+	fl.StringVar(&baseSHA, "base-image-sha256", "", "expected SHA-256 of the one base image (with --base-image-file, or to pin a mirror image)")
+	fl.StringVar(&baseFile, "base-image-file", "", "use this local image file as the one --base-image instead of downloading (offline hosts)")
+	fl.StringArrayVar(&props, "base-image-property", nil, "extra Glance property KEY=VALUE of the base images, repeatable (builds inherit them)")
 	return cmd
 }
 

@@ -33,7 +33,7 @@ func TestBinaryExitCodes(t *testing.T) {
 			"--runner-sha256", sha, "--runner-api-url", "http://127.0.0.1:9", "--dry-run"}, 0, "#!/bin/bash", ""},
 		{"usage", []string{"run", "x", "--arch", "x64", "-k", "0"}, 2, "", "Error: --keep-revisions 0"},
 		{"unknown flag", []string{"--nope"}, 2, "", "Error: unknown flag: --nope"},
-		{"not wired yet", []string{"--os-cloud", "c", "latest-build-id", "x"}, 1, "", "Error: latest-build-id is not implemented yet"},
+		{"wired to the openstack builder", []string{"--os-cloud", "c", "latest-build-id", "x"}, 2, "", `Error: no clouds.yaml found for cloud "c"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

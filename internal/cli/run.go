@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -68,6 +69,7 @@ With --runner-version and --runner-sha256 both given nothing is fetched, so
 	fl.BoolVar(&in.DryRun, "dry-run", false, "print the rendered user-data and every resource name the build would create; touch no cloud")
 	fl.StringVar(&in.UserDataFile, "user-data", "", "boot with this file as user-data instead of the built-in recipe")
 	fl.StringVar(&in.VerifyScriptFile, "verify-script", "", "also run this script in the builder before publishing; non-zero exit publishes nothing")
+	fl.BoolVar(&in.SkipDefaultChecks, "skip-default-checks", false, "with --user-data: skip the built-in checks (runner, docker, gh, yq, runner user); verify with --verify-script only")
 	fl.StringVar(&in.Visibility, "visibility", string(config.VisibilityPrivate), "Glance visibility of the published images: private, shared, community or public")
 	fl.BoolVar(&in.AdoptUnmarked, "adopt-unmarked", false, "let pruning also delete images of IMAGE_NAME published by the Python tool (migration)")
 	fl.DurationVar(&in.Timeouts.Boot, "boot-timeout", in.Timeouts.Boot, "deadline for the builder to boot (Go duration, e.g. 20m)")
@@ -80,6 +82,11 @@ With --runner-version and --runner-sha256 both given nothing is fetched, so
 	fl.StringVar(&in.Builder, "builder", string(config.BuilderOpenStack), "where to build: openstack (a server in --os-cloud) or local (qemu on this host)")
 	fl.StringVar(&in.Output, "output", "", "local builder: write the qcow2 image to this path")
 	fl.BoolVar(&in.Isolated, "isolated", false, "local builder: the guest reaches nothing but what the builder forwards on loopback")
+	fl.StringVar(&in.BaseImageFile, "base-image-file", "", "local builder: boot this image file (qcow2 or raw) instead of the cached Ubuntu base image")
+	fl.StringVar(&in.BaseImageSHA256, "base-image-sha256", "", "local builder: expected SHA-256 of --base-image-file (or of the mirror's image)")
+	fl.StringVar(&in.BaseImageURL, "base-image-url", "", "local builder: mirror of https://cloud-images.ubuntu.com/ to fetch a base image missing from the cache")
+	fl.StringVar(&in.BaseImageSerial, "base-image-serial", "", "local builder: dated serial of the base image, e.g. 20251113 (default current)")
+	fl.StringVar(&in.CacheDir, "cache-dir", "", "local builder: where verified base images are kept (default $XDG_CACHE_HOME/github-runner-image-builder)")
 	return cmd
 }
 
@@ -97,28 +104,53 @@ func (inv *invocation) run(ctx context.Context, imageName string, f runFlags) er
 	if err != nil {
 		return err
 	}
-	log := inv.logger()
-	runner, userData, err := inv.prepareUserData(ctx, spec)
-	if err != nil {
-		return err
-	}
 	if spec.DryRun {
+		spec, runner, userData, err := inv.prepare(ctx, spec)
+		if err != nil {
+			return err
+		}
 		plan, err := inv.plan(spec, runner, userData)
 		if err != nil {
 			return err
 		}
 		return WritePlan(inv.app.Stdout, format, plan)
 	}
-	if inv.app.Backend.Run == nil {
-		return notImplemented("run --builder " + string(spec.Builder))
-	}
-	log.Info("build starting", "image", spec.ImageName, "cloud", spec.Cloud, "arch", string(spec.Arch),
-		"base", string(spec.Base), "builder", string(spec.Builder), "runner_version", runner.Version)
-	imgs, err := inv.app.Backend.Run(ctx, log, spec, runner, userData)
+	imgs, _, err := inv.buildSpec(ctx, inv.logger(), spec)
 	if err != nil {
 		return err
 	}
 	return WriteRunResult(inv.app.Stdout, format, spec.PublishClouds(), imgs)
+}
+
+// prepare completes a validated RunSpec with this host's defaults (the
+// local builder's cache) and prepares its user-data.
+func (inv *invocation) prepare(ctx context.Context, spec config.RunSpec) (config.RunSpec, release.Release, []byte, error) {
+	if spec.Builder == config.BuilderLocal && spec.CacheDir == "" && spec.BaseImageFile == "" {
+		var err error
+		if spec.CacheDir, err = config.CacheDir(inv.getenv); err != nil {
+			return spec, release.Release{}, nil, err
+		}
+	}
+	runner, userData, err := inv.prepareUserData(ctx, spec)
+	return spec, runner, userData, err
+}
+
+// buildSpec is the one path from a validated RunSpec to a build: prepare
+// it, then hand it to the Backend. `run` and the builder host (`build`,
+// `serve`, one call per cell) both use it. It returns the images and the
+// runner release the recipe installs.
+func (inv *invocation) buildSpec(ctx context.Context, log *slog.Logger, spec config.RunSpec) ([]config.PublishedImage, release.Release, error) {
+	spec, runner, userData, err := inv.prepare(ctx, spec)
+	if err != nil {
+		return nil, release.Release{}, err
+	}
+	if inv.app.Backend.Run == nil {
+		return nil, release.Release{}, notImplemented("run --builder " + string(spec.Builder))
+	}
+	log.Info("build starting", "image", spec.ImageName, "cloud", spec.Cloud, "arch", string(spec.Arch),
+		"base", string(spec.Base), "builder", string(spec.Builder), "runner_version", runner.Version)
+	imgs, err := inv.app.Backend.Run(ctx, log, spec, runner, userData)
+	return imgs, runner, err
 }
 
 // prepareUserData resolves the runner release and renders the recipe, or

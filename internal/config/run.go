@@ -119,6 +119,11 @@ type RunSpec struct {
 	UploadClouds  []string // in the order given; IDs are reported in this order
 	Visibility    Visibility
 	AdoptUnmarked bool // prune also the Python tool's unmarked images of this name
+	// Protect lists image IDs that pruning must never delete, whatever
+	// KeepRevisions says: the builder host passes the images it last handed
+	// to its consumers (their callback succeeded), so a consumer's image is
+	// never pruned under it. Empty for `run`.
+	Protect []string
 
 	RunnerVersion string // X.Y.Z, or "" for the latest release
 	RunnerSHA256  string // 64 lowercase hex digits, or "" to read it from the release
@@ -134,6 +139,11 @@ type RunSpec struct {
 
 	UserDataFile     string // replaces the built-in recipe when set
 	VerifyScriptFile string // an extra check run in the guest before publishing
+	// SkipDefaultChecks drops the built-in recipe's checks (runner, docker,
+	// gh, yq, runner user) so that only VerifyScriptFile verifies the image;
+	// allowed only with UserDataFile (whose recipe may install none of them)
+	// and VerifyScriptFile.
+	SkipDefaultChecks bool
 
 	Timeouts                 Timeouts
 	InsecureSkipHostKeyCheck bool
@@ -142,6 +152,15 @@ type RunSpec struct {
 	Output   string // qcow2 path (local builder)
 	Isolated bool   // local builder: the guest reaches nothing but what the builder forwards
 	DryRun   bool
+
+	// Where the local builder takes the base image from: the verified
+	// cache (CacheDir, filled by `init --builder local` or on demand from
+	// BaseImageURL, default cloud-images.ubuntu.com), or BaseImageFile.
+	BaseImageFile   string // a local image file used instead of the cache
+	BaseImageSHA256 string // expected digest of that file (or of the mirror's image), or ""
+	BaseImageURL    string // mirror of https://cloud-images.ubuntu.com/, or ""
+	BaseImageSerial string // dated serial of the mirror's image, "" is current
+	CacheDir        string // where verified base images are kept; "" is config.CacheDir's default
 }
 
 // RunInput is `run` as typed: flag values and the environment, unparsed.
@@ -154,10 +173,14 @@ type RunInput struct {
 	RunnerRepo, RunnerAPIURL             string
 	Flavor, Network, Proxy, ScriptURL    string
 	UserDataFile, VerifyScriptFile       string
+	SkipDefaultChecks                    bool
 	Timeouts                             Timeouts
 	InsecureSkipHostKeyCheck             bool
 	Builder, Output                      string
 	Isolated, DryRun                     bool
+	BaseImageFile, BaseImageSHA256       string   // local builder only
+	BaseImageURL, BaseImageSerial        string   // local builder only
+	CacheDir                             string   // local builder only
 	Environ                              []string // KEY=VALUE, as os.Environ
 	HostArch                             Arch     // the arch of this host ("" if unsupported); for the local builder
 }
@@ -171,9 +194,11 @@ func NewRunSpec(in RunInput) (RunSpec, error) {
 		RunnerVersion: strings.TrimSpace(in.RunnerVersion), RunnerSHA256: strings.ToLower(strings.TrimSpace(in.RunnerSHA256)),
 		RunnerRepo: in.RunnerRepo, RunnerAPIURL: in.RunnerAPIURL,
 		Flavor: in.Flavor, Network: in.Network, Proxy: in.Proxy, ScriptURL: in.ScriptURL,
-		UserDataFile: in.UserDataFile, VerifyScriptFile: in.VerifyScriptFile,
+		UserDataFile: in.UserDataFile, VerifyScriptFile: in.VerifyScriptFile, SkipDefaultChecks: in.SkipDefaultChecks,
 		Timeouts: in.Timeouts, InsecureSkipHostKeyCheck: in.InsecureSkipHostKeyCheck,
 		Output: in.Output, Isolated: in.Isolated, DryRun: in.DryRun,
+		BaseImageFile: in.BaseImageFile, BaseImageSHA256: strings.ToLower(strings.TrimSpace(in.BaseImageSHA256)),
+		BaseImageURL: in.BaseImageURL, BaseImageSerial: in.BaseImageSerial, CacheDir: in.CacheDir,
 	}
 	if s.RunnerVersion == "latest" {
 		s.RunnerVersion = ""
@@ -268,6 +293,9 @@ func (s RunSpec) Validate() error {
 			return errs.Usage("%s %q: give a file path", f.flag, f.path)
 		}
 	}
+	if s.SkipDefaultChecks && (s.UserDataFile == "" || s.VerifyScriptFile == "") {
+		return errs.Usage("--skip-default-checks needs --user-data (the built-in recipe is always verified) and --verify-script (an image is never published unverified)")
+	}
 	if err := s.Timeouts.Validate(); err != nil {
 		return err
 	}
@@ -282,6 +310,14 @@ func (s RunSpec) Validate() error {
 		if s.Isolated {
 			return errs.Usage("--isolated applies only to --builder local")
 		}
+		for _, f := range []struct{ flag, v string }{
+			{"--base-image-file", s.BaseImageFile}, {"--base-image-sha256", s.BaseImageSHA256},
+			{"--base-image-url", s.BaseImageURL}, {"--base-image-serial", s.BaseImageSerial},
+		} {
+			if f.v != "" {
+				return errs.Usage("%s applies only to --builder local (the openstack builder boots the base image `init` uploaded)", f.flag)
+			}
+		}
 		if s.Cloud == "" && !s.DryRun {
 			return errs.Usage("--os-cloud (or OS_CLOUD) is required: name the clouds.yaml cloud to build in")
 		}
@@ -292,8 +328,35 @@ func (s RunSpec) Validate() error {
 		if len(s.UploadClouds) > 0 && s.Cloud == "" && !s.DryRun {
 			return errs.Usage("--os-cloud (or OS_CLOUD) is required with --upload-clouds: it names the cloud whose clouds.yaml entry is read first")
 		}
+		if err := s.validateLocalBase(); err != nil {
+			return err
+		}
 	default:
 		return errs.Usage("--builder %q: use openstack or local", s.Builder)
+	}
+	return nil
+}
+
+// validateLocalBase checks where the local builder's base image comes from.
+func (s RunSpec) validateLocalBase() error {
+	if s.BaseImageFile != "" {
+		if strings.TrimSpace(s.BaseImageFile) == "" {
+			return errs.Usage("--base-image-file %q: give a file path", s.BaseImageFile)
+		}
+		if s.BaseImageURL != "" || s.BaseImageSerial != "" {
+			return errs.Usage("--base-image-file replaces the download: drop --base-image-url and --base-image-serial")
+		}
+	}
+	if s.BaseImageURL != "" {
+		if err := ValidateHTTPURL("--base-image-url", s.BaseImageURL, true); err != nil {
+			return err
+		}
+	}
+	if s.BaseImageSerial != "" && !serialRE.MatchString(s.BaseImageSerial) {
+		return errs.Usage("--base-image-serial %q: use current or a dated serial such as 20251113", s.BaseImageSerial)
+	}
+	if s.BaseImageSHA256 != "" && !sha256RE.MatchString(s.BaseImageSHA256) {
+		return errs.Usage("--base-image-sha256: use 64 lowercase hex digits")
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package config
 
 import (
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +20,65 @@ type InitSpec struct {
 	BaseImageURL string // mirror of https://cloud-images.ubuntu.com/, or ""
 	Builder      BuilderKind
 	CacheDir     string // where verified base images are kept
+
+	// BaseImageFile is a local image file used instead of the mirror
+	// (offline hosts, tests); it needs exactly one base.
+	BaseImageFile string
+	// BaseImageSerial pins a dated serial, e.g. 20251113 ("" is current).
+	BaseImageSerial string
+	// BaseImageSHA256 is the expected digest of the image (64 hex digits, or "").
+	BaseImageSHA256 string
+	// BaseImageProperties are extra Glance properties of the uploaded base
+	// images (e.g. hw_disk_bus); builds made from them inherit them.
+	BaseImageProperties map[string]string
+}
+
+var (
+	serialRE      = regexp.MustCompile(`^(current|[0-9]{8}(\.[0-9]{1,3})?)$`)
+	propertyKeyRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,254}$`)
+)
+
+// ReservedProperties are the image properties the builder sets itself;
+// --base-image-property may not set them.
+func ReservedProperties() []string {
+	return []string{"architecture", "os_distro", "os_version", "os_type"}
+}
+
+// ReservedPropertyPrefix starts the builder's own metadata properties
+// (the builder refuses --base-image-property values for those it sets).
+const ReservedPropertyPrefix = "grib_"
+
+// ParseProperties parses KEY=VALUE items of a repeatable flag.
+func ParseProperties(flag string, items []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, it := range items {
+		k, v, ok := strings.Cut(it, "=")
+		if !ok {
+			return nil, errs.Usage("%s %q: use KEY=VALUE", flag, it)
+		}
+		if _, dup := out[k]; dup {
+			return nil, errs.Usage("%s: %s is given twice", flag, k)
+		}
+		out[k] = v
+	}
+	if err := validateProperties(flag, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func validateProperties(flag string, props map[string]string) error {
+	for k, v := range props {
+		switch {
+		case !propertyKeyRE.MatchString(k):
+			return errs.Usage("%s %q: a property name is 1-255 letters, digits, '_', '.', ':' or '-'", flag, k)
+		case slices.Contains(ReservedProperties(), k):
+			return errs.Usage("%s %s: the builder sets this property itself", flag, k)
+		case len(v) > 255 || strings.ContainsFunc(v, isControl):
+			return errs.Usage("%s %s: the value must be at most 255 bytes without control characters", flag, k)
+		}
+	}
+	return nil
 }
 
 // Validate checks every field of s.
@@ -33,6 +94,28 @@ func (s InitSpec) Validate() error {
 	}
 	if strings.TrimSpace(s.CacheDir) == "" {
 		return errs.Usage("--cache-dir: give a directory (default: $XDG_CACHE_HOME/%s)", AppName)
+	}
+	if s.BaseImageFile != "" {
+		if len(s.Bases) != 1 {
+			return errs.Usage("--base-image-file needs exactly one --base-image (the file is one image)")
+		}
+		if s.BaseImageURL != "" || s.BaseImageSerial != "" {
+			return errs.Usage("--base-image-file replaces the download: drop --base-image-url and --base-image-serial")
+		}
+	}
+	if s.BaseImageSerial != "" && !serialRE.MatchString(s.BaseImageSerial) {
+		return errs.Usage("--base-image-serial %q: use current or a dated serial such as 20251113", s.BaseImageSerial)
+	}
+	if s.BaseImageSHA256 != "" {
+		if !sha256RE.MatchString(s.BaseImageSHA256) {
+			return errs.Usage("--base-image-sha256: use 64 lowercase hex digits")
+		}
+		if len(s.Bases) != 1 {
+			return errs.Usage("--base-image-sha256 needs exactly one --base-image (it is one image's digest)")
+		}
+	}
+	if err := validateProperties("--base-image-property", s.BaseImageProperties); err != nil {
+		return err
 	}
 	switch s.Builder {
 	case BuilderOpenStack:

@@ -1,0 +1,131 @@
+package builder
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"maps"
+	"os"
+	"time"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
+)
+
+// Cloud is what the openstack builder needs of one cloud (one project);
+// *openstack.Cloud implements it.
+type Cloud interface {
+	Name() string
+	ProjectID() string
+	openstack.Servers
+	openstack.Images
+	openstack.Keypairs
+	openstack.SecurityGroups
+	openstack.Selection
+}
+
+// Connector opens a cloud by its clouds.yaml name.
+type Connector func(ctx context.Context, cloud string, log *slog.Logger) (Cloud, error)
+
+// ConnectClouds is the real Connector: clouds.yaml is searched as the
+// openstack CLI does, with getenv for OS_CLIENT_CONFIG_FILE and the like.
+func ConnectClouds(getenv func(string) string) Connector {
+	return func(ctx context.Context, cloud string, log *slog.Logger) (Cloud, error) {
+		paths, err := openstack.CloudsPaths(getenv)
+		if err != nil {
+			return nil, err
+		}
+		c, err := openstack.Connect(ctx, cloud, openstack.WithLogger(log), openstack.WithCloudsPaths(paths...))
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+}
+
+// The image properties the builder sets. The first four are what
+// consumers (GARM, Nova's scheduler) read; the grib_ ones are ours.
+const (
+	PropArchitecture = "architecture"
+	PropOSDistro     = "os_distro"
+	PropOSVersion    = "os_version"
+	PropOSType       = "os_type"
+
+	// PropPublished marks an image this tool published (verified, copied,
+	// described): only such images are pruned.
+	PropPublished = config.ReservedPropertyPrefix + "published"
+	// PropBuildID links the images, server and leftovers of one build.
+	PropBuildID        = config.ReservedPropertyPrefix + "build_id"
+	PropPrefix         = config.ReservedPropertyPrefix + "prefix"
+	PropBase           = config.ReservedPropertyPrefix + "base"
+	PropArch           = config.ReservedPropertyPrefix + "arch"
+	PropRunnerVersion  = config.ReservedPropertyPrefix + "runner_version"
+	PropBuildTime      = config.ReservedPropertyPrefix + "build_time"
+	PropBuilderVersion = config.ReservedPropertyPrefix + "builder_version"
+	// PropBaseSHA256 is the SHA-256 of the file a base image was uploaded from.
+	PropBaseSHA256 = config.ReservedPropertyPrefix + "base_sha256"
+)
+
+// builderProperties are the grib_ properties the builder sets itself.
+func builderProperties() []string {
+	return []string{PropPublished, PropBuildID, PropPrefix, PropBase, PropArch, PropRunnerVersion,
+		PropBuildTime, PropBuilderVersion, PropBaseSHA256}
+}
+
+// osProperties are the properties consumers read, for an arch and base.
+func osProperties(a config.Arch, b config.Base) map[string]string {
+	return map[string]string{
+		PropArchitecture: a.OpenStack(),
+		PropOSDistro:     "ubuntu",
+		PropOSVersion:    b.Version(),
+		PropOSType:       "linux",
+	}
+}
+
+// buildInfo is what one build records on its images.
+type buildInfo struct {
+	ID             string
+	Prefix         string
+	Arch           config.Arch
+	Base           config.Base
+	RunnerVersion  string // "" when --user-data replaced the recipe and nothing was pinned
+	Time           time.Time
+	BuilderVersion string
+}
+
+// imageProperties are the properties of a build's images. published adds
+// the marker that makes an image ours for pruning; images still being
+// built or copied go without it.
+func (b buildInfo) imageProperties(published bool) map[string]string {
+	p := osProperties(b.Arch, b.Base)
+	maps.Copy(p, map[string]string{
+		PropBuildID:        b.ID,
+		PropPrefix:         b.Prefix,
+		PropBase:           string(b.Base),
+		PropArch:           string(b.Arch),
+		PropBuildTime:      b.Time.UTC().Format(time.RFC3339),
+		PropBuilderVersion: b.BuilderVersion,
+	})
+	if b.RunnerVersion != "" {
+		p[PropRunnerVersion] = b.RunnerVersion
+	}
+	if published {
+		p[PropPublished] = "true"
+	}
+	return p
+}
+
+// newBuildID returns 16 random hex digits.
+func newBuildID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // never fails on Linux
+	return hex.EncodeToString(b)
+}
+
+func getenvOr(getenv func(string) string) func(string) string {
+	if getenv == nil {
+		return os.Getenv
+	}
+	return getenv
+}

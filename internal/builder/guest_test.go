@@ -1,0 +1,149 @@
+package builder
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
+)
+
+func TestFetchScript(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/ok.sh":
+			_, _ = io.WriteString(w, "#!/bin/sh\necho hi\n")
+		case "/empty.sh":
+		case "/big.sh":
+			_, _ = w.Write(bytes.Repeat([]byte("#"), maxScriptBytes+1))
+		case "/boom.sh":
+			http.Error(w, "boom", http.StatusInternalServerError)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	tests := []struct {
+		path string
+		kind errs.Kind // KindInternal: success
+		want string
+	}{
+		{"/ok.sh?token=s3cret", errs.KindInternal, ""},
+		{"/missing.sh", errs.KindNotFound, "HTTP 404"},
+		{"/boom.sh", errs.KindBuild, "HTTP 500"},
+		{"/empty.sh", errs.KindBuild, "empty"},
+		{"/big.sh", errs.KindBuild, "larger than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			var logs bytes.Buffer
+			data, err := FetchScript(context.Background(), srv.Client(), srv.URL+tt.path, slog.New(slog.NewTextHandler(&logs, nil)))
+			if tt.want == "" {
+				if err != nil || string(data) != "#!/bin/sh\necho hi\n" {
+					t.Fatalf("got %q, %v", data, err)
+				}
+			} else if errs.KindOf(err) != tt.kind || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %v with %q", err, tt.kind, tt.want)
+			}
+			for _, out := range []string{logs.String(), errString(err)} {
+				if strings.Contains(out, "s3cret") || strings.Contains(out, tt.path) {
+					t.Errorf("the URL's path or query was printed: %s", out)
+				}
+			}
+		})
+	}
+	closed := srv.URL
+	srv.Close()
+	if _, err := FetchScript(context.Background(), nil, closed+"/ok.sh", nil); !errs.Is(err, errs.KindUnreachable) {
+		t.Errorf("closed server: %v, want unreachable", err)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func TestChecksFor(t *testing.T) {
+	verify := filepath.Join(t.TempDir(), "v.sh")
+	if err := os.WriteFile(verify, []byte("#!/bin/sh\ntrue\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ChecksFor(config.RunSpec{}, "2.330.0")
+	if err != nil || len(c.List) != 5 || c.List[0].WantLine != "2.330.0" || c.Script != nil {
+		t.Errorf("default checks: %+v, %v", c, err)
+	}
+	c, err = ChecksFor(config.RunSpec{SkipDefaultChecks: true, VerifyScriptFile: verify}, "")
+	if err != nil || len(c.List) != 0 || string(c.Script) != "#!/bin/sh\ntrue\n" {
+		t.Errorf("script only: %+v, %v", c, err)
+	}
+	if _, err := ChecksFor(config.RunSpec{SkipDefaultChecks: true}, ""); !errs.Is(err, errs.KindUsage) {
+		t.Errorf("no verification at all: %v, want a usage error", err)
+	}
+	if _, err := ChecksFor(config.RunSpec{VerifyScriptFile: verify + ".missing"}, ""); !errs.Is(err, errs.KindUsage) {
+		t.Errorf("missing verify script: %v, want a usage error", err)
+	}
+}
+
+func TestLineLogger(t *testing.T) {
+	var buf bytes.Buffer
+	w, flush := outputWriter(nil, slog.New(slog.NewTextHandler(&buf, nil)), "script")
+	_, _ = io.WriteString(w, "one\ntw")
+	_, _ = io.WriteString(w, "o\r\nthree")
+	flush()
+	out := buf.String()
+	for _, want := range []string{"line=one", "line=two", "line=three", "from=script"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log %q lacks %q", out, want)
+		}
+	}
+	if n := strings.Count(out, "\n"); n != 3 {
+		t.Errorf("%d records, want 3: %s", n, out)
+	}
+}
+
+// A guest step's failure keeps its kind and carries the console's tail,
+// redacted.
+func TestDecorateGuestError(t *testing.T) {
+	cfg := GuestConfig{
+		Console: func(context.Context) (string, error) {
+			return "boot\nline\nthe password is hunter2\n", nil
+		},
+		Secrets: map[string]config.Secret{"PW": "hunter2"},
+	}
+	base := errs.New(errs.KindVerify, "verification failed")
+	err := decorateGuestError(context.Background(), cfg, &GuestSession{}, revealAll(cfg.Secrets), base)
+	if errs.KindOf(err) != errs.KindVerify || !errors.Is(err, base) {
+		t.Fatalf("err = %v: kind %v, want verify wrapping the cause", err, errs.KindOf(err))
+	}
+	var gf *GuestFailure
+	if !errors.As(err, &gf) || !strings.Contains(gf.Console, "the password is "+provision.Mask) {
+		t.Fatalf("console tail %q", gf.Console)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("the secret is in the error: %v", err)
+	}
+	interrupted := errs.New(errs.KindInterrupted, "interrupted")
+	if got := decorateGuestError(context.Background(), cfg, &GuestSession{}, nil, interrupted); got != interrupted {
+		t.Errorf("an interruption was decorated: %v", got)
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	in := "\x1b[0;32m OK \x1b[0m] Started\r\nbad \xff byte\tx\n"
+	if got, want := printable(in), " OK ] Started\nbad ? byte\tx\n"; got != want {
+		t.Errorf("printable = %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,313 @@
+package builder
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/cli"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/qemu"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
+)
+
+// TestLocalEndToEnd is the local builder's one real build (one guest boot):
+// the test image, a small recipe (no network: the guest is isolated) and a
+// script with a secret, served from a loopback HTTP server, make a qcow2
+// that holds the script's marker (read with debugfs, no boot) and neither
+// the secret nor cloud-init's instance state; the same build publishes it
+// to the test OpenStack's it-b, where it is an active image with the
+// builder's properties and the file's checksum.
+func TestLocalEndToEnd(t *testing.T) {
+	testImage := testenv.RequireImage(t)
+	requireQemu(t)
+	for _, tool := range []string{"debugfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed (e2fsprogs)", tool)
+		}
+	}
+	prefix := testenv.Prefix(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Minute)
+	defer cancel()
+
+	secret := "grib-e2e-" + randomHex(t, 16)
+	marker := "script-marker-" + randomHex(t, 8)
+	script := fmt.Sprintf(`#!/bin/sh
+set -eu
+test -n "${E2E_TOKEN:-}" || { echo "the secret did not arrive" >&2; exit 1; }
+echo "echoing the secret: $E2E_TOKEN"
+mkdir -p /var/lib/grib-e2e
+echo '%s' > /var/lib/grib-e2e/script-marker
+`, marker)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/build.sh" {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, script)
+	}))
+	defer srv.Close()
+
+	dir := t.TempDir()
+	recipe := writeFile(t, dir, "user-data", `#cloud-config
+write_files:
+  - path: /var/lib/grib-e2e/recipe-marker
+    content: "written by the test recipe\n"
+`)
+	verify := writeFile(t, dir, "verify.sh", fmt.Sprintf(`#!/bin/sh
+set -eu
+grep -qx '%s' /var/lib/grib-e2e/script-marker
+test -f /var/lib/grib-e2e/recipe-marker
+`, marker))
+	outDir := filepath.Join(dir, "out")
+	if err := os.Mkdir(outDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(outDir, "image.qcow2")
+	imageName := prefix + "-local-e2e"
+
+	env := newLocalEnv(t, "OS_CLIENT_CONFIG_FILE="+testenv.CloudsFile(), "IMAGE_BUILDER_SECRET_E2E_TOKEN="+secret)
+	rec := &vmRecorder{}
+	var scriptOut syncBuffer
+	l := &Local{
+		OpenStack: &OpenStack{Getenv: env.getenv, Version: "e2e-test"},
+		Accel:     &qemu.AccelProbe{}, // the real probe
+		Output:    &scriptOut,
+		MemoryMiB: 1024, DiskSize: 3 << 30,
+		onVM: func(vm *qemu.VM) {
+			rec.add(vm)
+			recordLocalBoot(t, imageName, vm, testImage)
+		},
+	}
+	t.Cleanup(func() { deleteImages(t, testenv.UploadCloud, imageName) }) // runs before Prefix's leak check
+
+	code, stdout, stderr := runLocalCLI(ctx, l, env, "--os-cloud", testenv.BuildCloud, "run", imageName,
+		"--builder", "local", "--arch", "x64", "--isolated", "--prefix", prefix,
+		"--base-image-file", testImage, "--user-data", recipe,
+		"--skip-default-checks", "--verify-script", verify,
+		"--script-url", srv.URL+"/build.sh", "--output", out, "--upload-clouds", testenv.UploadCloud,
+		"--ssh-timeout", "20m", "--cloud-init-timeout", "20m", "--script-timeout", "10m")
+	if code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s\nconsole of the guest: see the error above", code, stderr)
+	}
+	assertNoQemu(t, rec.all())
+	assertOnly(t, outDir, "image.qcow2")
+	id, ok := strings.CutPrefix(stdout, cli.SuccessHeader)
+	if !ok || id == "" || strings.Contains(id, ",") {
+		t.Fatalf("stdout %q: want the success header and one image ID", stdout)
+	}
+
+	// Secrets: the script saw it (it ran), nobody else did.
+	if got := scriptOut.String(); !strings.Contains(got, "echoing the secret: "+provision.Mask) || strings.Contains(got, secret) {
+		t.Errorf("script output not redacted: %q", got)
+	}
+	if strings.Contains(stderr, secret) || strings.Contains(stdout, secret) {
+		t.Error("the secret reached the logs or stdout")
+	}
+
+	// The image file, checked without booting it.
+	raw := filepath.Join(dir, "image.raw")
+	runTool(t, "qemu-img", "convert", "-O", "raw", out, raw)
+	info := runTool(t, "qemu-img", "info", out)
+	if !strings.Contains(info, "file format: qcow2") || strings.Contains(info, "backing file") {
+		t.Errorf("the output is not a standalone qcow2:\n%s", info)
+	}
+	fs := fmt.Sprintf("%s?offset=%d", raw, firstPartitionOffset(t, raw))
+	if got := debugfs(t, fs, "cat /var/lib/grib-e2e/script-marker"); !strings.HasPrefix(got, marker+"\n") {
+		t.Errorf("script marker in the image = %q, want %q", got, marker)
+	}
+	if got := debugfs(t, fs, "cat /var/lib/grib-e2e/recipe-marker"); !strings.Contains(got, "written by the test recipe") {
+		t.Errorf("recipe marker in the image = %q", got)
+	}
+	for _, p := range []string{"/var/lib/cloud/instance", "/var/lib/cloud/instances"} {
+		if got := debugfs(t, fs, "stat "+p); !strings.Contains(got, "File not found") {
+			t.Errorf("cloud-init state %s is in the image:\n%s", p, got)
+		}
+	}
+	for _, needle := range []string{secret, base64.StdEncoding.EncodeToString([]byte(secret))} {
+		if fileContains(t, raw, []byte(needle)) {
+			t.Errorf("the image's disk holds the secret (as %q)", needle)
+		}
+	}
+
+	// The published image.
+	c := testenv.MustConnect(t, ctx, testenv.UploadCloud)
+	im, err := images.Get(ctx, c.Image, id).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := fileMD5(t, out)
+	if im.Status != images.ImageStatusActive || im.Name != imageName || im.Checksum != sum || im.DiskFormat != "qcow2" ||
+		im.Visibility != images.ImageVisibilityPrivate {
+		t.Errorf("image %s: status %s, name %q, checksum %s (file %s), disk_format %s, visibility %s",
+			id, im.Status, im.Name, im.Checksum, sum, im.DiskFormat, im.Visibility)
+	}
+	want := map[string]string{
+		PropArchitecture: "x86_64", PropOSDistro: "ubuntu", PropOSVersion: "24.04", PropOSType: "linux",
+		PropPublished: "true", PropPrefix: prefix, PropBase: "noble", PropArch: "x64", PropBuilderVersion: "e2e-test",
+	}
+	for k, v := range want {
+		if got := fmt.Sprint(im.Properties[k]); got != v {
+			t.Errorf("property %s = %q, want %q", k, got, v)
+		}
+	}
+	if fmt.Sprint(im.Properties[PropBuildID]) == "" || im.Properties[PropBuildTime] == nil {
+		t.Errorf("build ID or time missing: %v", im.Properties)
+	}
+}
+
+func randomHex(t *testing.T, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func runTool(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// debugfs runs one read-only debugfs request on the file system fs and
+// returns what it printed: the request's output, then its errors (debugfs
+// prints its banner and errors such as "File not found" on stderr).
+func debugfs(t *testing.T, fs, request string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command("debugfs", "-R", request, fs)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("debugfs -R %q: %v\n%s%s", request, err, stdout.String(), stderr.String())
+	}
+	return stdout.String() + stderr.String()
+}
+
+// firstPartitionOffset reads the MBR of a raw disk: the first partition's
+// start in bytes.
+func firstPartitionOffset(t *testing.T, raw string) int64 {
+	t.Helper()
+	f, err := os.Open(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mbr := make([]byte, 512)
+	if _, err := io.ReadFull(f, mbr); err != nil {
+		t.Fatal(err)
+	}
+	if mbr[510] != 0x55 || mbr[511] != 0xAA {
+		t.Fatal("the image has no MBR")
+	}
+	lba := binary.LittleEndian.Uint32(mbr[446+8:])
+	if lba == 0 {
+		t.Fatal("the image's first partition is empty")
+	}
+	return int64(lba) * 512
+}
+
+// fileContains reports whether the file holds needle anywhere.
+func fileContains(t *testing.T, path string, needle []byte) bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4<<20+len(needle))
+	carry := 0
+	for {
+		n, err := io.ReadFull(f, buf[carry:])
+		if bytes.Contains(buf[:carry+n], needle) {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+		carry = copy(buf, buf[carry+n-len(needle):carry+n])
+	}
+}
+
+func fileMD5(t *testing.T, path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := md5.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// deleteImages removes every image named name from cloud (the test's own).
+func deleteImages(t *testing.T, cloud, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := testenv.Connect(ctx, cloud)
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	pages, err := images.List(c.Image, images.ListOpts{Name: name}).AllPages(ctx)
+	if err != nil {
+		t.Errorf("cleanup: listing %s: %v", name, err)
+		return
+	}
+	ims, err := images.ExtractImages(pages)
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	for _, im := range ims {
+		if err := images.Delete(ctx, c.Image, im.ID).ExtractErr(); err != nil {
+			t.Errorf("cleanup: deleting image %s: %v", im.ID, err)
+		}
+	}
+}
+
+// recordLocalBoot adds a local guest boot to the test driver's boot record,
+// so that CI counts it with the others (the format of testenv.GuestBoots).
+func recordLocalBoot(t *testing.T, name string, vm *qemu.VM, image string) {
+	f, err := os.OpenFile(testenv.GuestBootsFile(), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Logf("guest boot not recorded: %v", err)
+		return
+	}
+	defer f.Close()
+	size := int64(0)
+	if fi, err := os.Stat(image); err == nil {
+		size = fi.Size()
+	}
+	fmt.Fprintf(f, "%s\t%s\tlocal-qemu-%d\tlocal\t%s\t%d\t%s\n",
+		time.Now().UTC().Format(time.RFC3339), name, vm.PID(), filepath.Base(image), size, vm.Accel())
+}

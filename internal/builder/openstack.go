@@ -1,0 +1,500 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
+)
+
+// OpenStack is the openstack builder: it boots a builder server from the
+// base image that init uploaded, provisions it over SSH, snapshots it and
+// publishes the snapshot (see Run). Its zero value works; it is safe for
+// concurrent use (runs of different prefixes, bases or arches).
+type OpenStack struct {
+	// Connect opens clouds; nil means ConnectClouds(Getenv).
+	Connect Connector
+	// Getenv reads the environment (clouds.yaml search, state and cache
+	// directories, TMPDIR); nil means os.Getenv.
+	Getenv func(string) string
+	// HTTP fetches --script-url; nil means a client with a 2 minute timeout.
+	HTTP *http.Client
+	// Version is the builder's version, recorded on every image.
+	Version string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// CleanupTimeout bounds each cleanup (default 5 minutes).
+	CleanupTimeout time.Duration
+	// StopTimeout bounds the wait for the builder to be SHUTOFF (default 10 minutes).
+	StopTimeout time.Duration
+	// Output receives the script's output; nil logs it at info level.
+	Output io.Writer
+}
+
+// Timeouts of the steps that have no flag.
+const (
+	defaultStopTimeout = 10 * time.Minute
+	prepareTimeout     = 5 * time.Minute
+	publishTimeout     = 5 * time.Minute
+	pruneTimeout       = 10 * time.Minute
+)
+
+func (o *OpenStack) getenv() func(string) string { return getenvOr(o.Getenv) }
+
+func (o *OpenStack) connector() Connector {
+	if o.Connect != nil {
+		return o.Connect
+	}
+	return ConnectClouds(o.getenv())
+}
+
+func (o *OpenStack) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+// osBuild is one run: its inputs and what its steps produce.
+type osBuild struct {
+	o        *OpenStack
+	log      *slog.Logger
+	spec     config.RunSpec
+	runner   release.Release
+	userData []byte
+	info     buildInfo
+
+	cloud     Cloud
+	key       statedir.Key
+	script    []byte
+	checks    provision.Checks
+	flavor    *openstack.Flavor
+	network   *openstack.Network
+	baseImage *openstack.Image
+	serverID  string
+	server    *openstack.Server
+	snapshot  *openstack.Image
+	copies    *copyResult
+	published []config.PublishedImage
+}
+
+// Run builds spec's image in spec.Cloud and publishes it to
+// spec.PublishClouds(). It returns one image per publish cloud. The steps
+// (see steps) run in order; on failure, Ctrl-C or SIGTERM their cleanups
+// run in reverse: nothing is left in any cloud and nothing is published.
+func (o *OpenStack) Run(ctx context.Context, log *slog.Logger, spec config.RunSpec, runner release.Release, userData []byte) ([]config.PublishedImage, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if spec.Builder != config.BuilderOpenStack {
+		return nil, errs.New(errs.KindInternal, "the openstack builder was given a %s build", spec.Builder)
+	}
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	b := &osBuild{o: o, spec: spec, runner: runner, userData: userData}
+	b.info = buildInfo{
+		ID: newBuildID(), Prefix: spec.Prefix, Arch: spec.Arch, Base: spec.Base,
+		RunnerVersion: runner.Version, Time: o.now(), BuilderVersion: o.Version,
+	}
+	b.log = log.With("build_id", b.info.ID)
+	b.log.Info("openstack build", "image", spec.ImageName, "cloud", spec.Cloud,
+		"builder_server", config.BuilderName(spec.Prefix, spec.Base, spec.Arch))
+	r := &Runner{Log: b.log, CleanupTimeout: o.CleanupTimeout}
+	if err := r.Run(ctx, b.steps()); err != nil {
+		return nil, err
+	}
+	return b.published, nil
+}
+
+// steps is the whole build, in order, in one place.
+func (b *osBuild) steps() []Step {
+	spec := b.spec
+	steps := []Step{
+		{Name: "connect", Timeout: prepareTimeout, Run: b.connect},
+		{Name: "lock", Run: nil, Cleanup: nil}, // filled below
+		{Name: "prepare", Timeout: prepareTimeout, Run: b.prepare},
+		{Name: "keypair", Timeout: prepareTimeout, Run: b.ensureKeypair},
+		{Name: "security group", Timeout: prepareTimeout, Run: b.ensureSecurityGroup},
+		{Name: "flavor and network", Timeout: prepareTimeout, Run: b.selectFlavorNetwork},
+		{Name: "base image", Timeout: prepareTimeout, Run: b.findBaseImage},
+		{Name: "server", Timeout: spec.Timeouts.Boot, TimeoutFlag: "--boot-timeout", Run: b.createServer, Cleanup: b.deleteServer},
+	}
+	unlock := func() {}
+	steps[1].Run = func(context.Context) error {
+		u, err := b.lock()
+		if err == nil {
+			unlock = u
+		}
+		return err
+	}
+	steps[1].Cleanup = func(context.Context, bool) error { unlock(); return nil }
+
+	guest := GuestConfig{
+		Address:                  b.sshAddress,
+		Console:                  b.console,
+		InsecureSkipHostKeyCheck: spec.InsecureSkipHostKeyCheck,
+		Secrets:                  spec.Secrets,
+		Timeouts:                 spec.Timeouts,
+		Log:                      b.log,
+		Output:                   b.o.Output,
+	}
+	// The key, the script and the checks are known once "prepare" ran.
+	late := func(c GuestConfig) GuestConfig {
+		c.Signer, c.Script, c.Checks = b.key.Signer, b.script, b.checks
+		return c
+	}
+	steps = append(steps, guestSteps(guest, late, spec.ScriptURL != "", &GuestSession{})...)
+
+	stop := b.o.StopTimeout
+	if stop <= 0 {
+		stop = defaultStopTimeout
+	}
+	steps = append(steps,
+		Step{Name: "stop", Timeout: stop, Run: b.stopServer},
+		Step{Name: "snapshot", Timeout: spec.Timeouts.Snapshot, TimeoutFlag: "--snapshot-timeout", Run: b.createSnapshot, Cleanup: b.deleteSnapshot},
+		Step{Name: "copy", Timeout: spec.Timeouts.Copy, TimeoutFlag: "--copy-timeout", Run: b.copy, Cleanup: b.cleanupCopies},
+		Step{Name: "publish", Timeout: publishTimeout, Run: b.publish},
+		Step{Name: "prune", Timeout: pruneTimeout, Run: b.prune},
+	)
+	return steps
+}
+
+func (b *osBuild) connect(ctx context.Context) error {
+	c, err := b.o.connector()(ctx, b.spec.Cloud, b.log)
+	if err != nil {
+		return err
+	}
+	b.cloud = c
+	return nil
+}
+
+// lock keeps two runs on this host from building the same builder name at
+// once (exit code 9 for the second).
+func (b *osBuild) lock() (func(), error) {
+	dir, err := config.StateDir(b.o.getenv(), b.spec.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, fmt.Sprintf("build-%s-%s.lock", b.spec.Base, b.spec.Arch))
+	unlock, err := statedir.TryLock(path)
+	if err != nil {
+		return nil, fmt.Errorf("another build of %s is running on this host: %w",
+			config.BuilderName(b.spec.Prefix, b.spec.Base, b.spec.Arch), err)
+	}
+	return unlock, nil
+}
+
+// prepare reads everything local or remote the build needs before any
+// server exists: the key, the user's script, the verification.
+func (b *osBuild) prepare(ctx context.Context) error {
+	dir, err := config.StateDir(b.o.getenv(), b.spec.Prefix)
+	if err != nil {
+		return err
+	}
+	if b.key, err = statedir.EnsureKey(ctx, dir); err != nil {
+		return err
+	}
+	if b.spec.ScriptURL != "" {
+		if b.script, err = FetchScript(ctx, b.o.HTTP, b.spec.ScriptURL, b.log); err != nil {
+			return err
+		}
+	}
+	b.checks, err = ChecksFor(b.spec, b.runner.Version)
+	return err
+}
+
+func (b *osBuild) ensureKeypair(ctx context.Context) error {
+	return ensureKeypair(ctx, b.cloud, config.KeypairName(b.spec.Prefix), b.key, b.log)
+}
+
+// ensureKeypair makes the Nova keypair name hold key's public key: imported
+// when missing, replaced when it holds another key (the Python tool's
+// self-healing). A concurrent import of the same key is fine.
+func ensureKeypair(ctx context.Context, c openstack.Keypairs, name string, key statedir.Key, log *slog.Logger) error {
+	want := publicKeyBlob(key.AuthorizedKey)
+	for attempt := 1; ; attempt++ {
+		kp, err := c.GetKeypair(ctx, name)
+		switch {
+		case err == nil && publicKeyBlob(kp.PublicKey) == want:
+			return nil
+		case err == nil:
+			log.Warn("keypair holds another key; replacing it with this host's", "keypair", name)
+			if err := c.DeleteKeypair(ctx, name); err != nil {
+				return err
+			}
+		case !errs.Is(err, errs.KindNotFound):
+			return err
+		}
+		_, err = c.ImportKeypair(ctx, name, key.AuthorizedKey)
+		if err == nil {
+			return nil
+		}
+		if !openstack.IsConflict(err) || attempt == 3 {
+			return err
+		}
+		// A concurrent run imported it first: check what it holds.
+	}
+}
+
+// publicKeyBlob is the "type base64" part of an authorized_keys line.
+func publicKeyBlob(line string) string {
+	f := strings.Fields(line)
+	if len(f) < 2 {
+		return strings.TrimSpace(line)
+	}
+	return f[0] + " " + f[1]
+}
+
+func (b *osBuild) ensureSecurityGroup(ctx context.Context) error {
+	_, err := b.cloud.EnsureSecurityGroup(ctx, config.SecurityGroupName(b.spec.Prefix), securityGroupDescription)
+	return err
+}
+
+const securityGroupDescription = "For builders managed by the github-runner-image-builder."
+
+func (b *osBuild) selectFlavorNetwork(ctx context.Context) error {
+	var err error
+	if b.flavor, err = b.cloud.SelectFlavor(ctx, b.spec.Flavor); err != nil {
+		return err
+	}
+	if b.network, err = b.cloud.SelectNetwork(ctx, b.spec.Network); err != nil {
+		return err
+	}
+	b.log.Info("flavor and network", "flavor", b.flavor.Name, "network", b.network.Name)
+	return nil
+}
+
+func (b *osBuild) findBaseImage(ctx context.Context) error {
+	name := config.BaseImageName(b.spec.Prefix, b.spec.Base, b.spec.Arch)
+	ims, err := b.cloud.ListImagesByName(ctx, name, true)
+	if err != nil {
+		return err
+	}
+	if len(ims) == 0 {
+		return errs.New(errs.KindNotFound, "base image %s is not in cloud %s (or not active): run init --arch %s --prefix %q first",
+			name, b.spec.Cloud, b.spec.Arch, b.spec.Prefix)
+	}
+	b.baseImage = &ims[0]
+	b.log.Info("base image", "image", name, "id", ims[0].ID)
+	return nil
+}
+
+func (b *osBuild) builderName() string {
+	return config.BuilderName(b.spec.Prefix, b.spec.Base, b.spec.Arch)
+}
+
+func (b *osBuild) createServer(ctx context.Context) error {
+	name := b.builderName()
+	if others, err := b.cloud.ListServers(ctx, name); err == nil {
+		for _, s := range others {
+			if s.Name == name {
+				b.log.Warn("another server has the builder's name (a crashed run, or a run elsewhere); `sweep` removes old ones",
+					"server", name, "id", s.ID, "created", s.Created)
+			}
+		}
+	}
+	s, err := b.cloud.CreateServer(ctx, openstack.ServerSpec{
+		Name: name, ImageID: b.baseImage.ID, FlavorID: b.flavor.ID, NetworkID: b.network.ID,
+		KeyName: config.KeypairName(b.spec.Prefix), SecurityGroup: config.SecurityGroupName(b.spec.Prefix),
+		UserData: b.userData, ConfigDrive: true,
+		Metadata: map[string]string{PropBuildID: b.info.ID, PropPrefix: b.spec.Prefix},
+	})
+	if s != nil {
+		b.serverID = s.ID
+	}
+	if err != nil {
+		return errs.Wrap(errs.KindOf(err), err, "creating builder server %s", name)
+	}
+	b.log.Info("builder server created", "server", name, "id", s.ID)
+	active, err := b.cloud.WaitServer(ctx, s.ID, openstack.StatusActive)
+	if err != nil {
+		return err
+	}
+	b.server = active
+	return nil
+}
+
+// deleteServer removes the builder, on success as on failure. When the
+// create call failed without an ID (a lost reply), it looks for a server
+// of this build by name and build ID.
+func (b *osBuild) deleteServer(ctx context.Context, _ bool) error {
+	ids := []string{}
+	if b.serverID != "" {
+		ids = append(ids, b.serverID)
+	} else if b.cloud != nil {
+		found, err := b.cloud.ListServers(ctx, b.builderName())
+		if err != nil {
+			return err
+		}
+		for _, s := range found {
+			if s.Name == b.builderName() && s.Metadata[PropBuildID] == b.info.ID {
+				ids = append(ids, s.ID)
+			}
+		}
+	}
+	for _, id := range ids {
+		if err := b.cloud.DeleteServer(ctx, id); err != nil {
+			return err
+		}
+		b.log.Info("builder server deleted", "id", id)
+	}
+	return nil
+}
+
+func (b *osBuild) sshAddress(ctx context.Context) (string, error) {
+	s := b.server
+	if s == nil {
+		return "", errs.New(errs.KindInternal, "no builder server")
+	}
+	addr, err := openstack.FixedAddress(s, b.network.Name)
+	if err != nil {
+		// Fall back to any network: the port may be on the network by ID.
+		if addr, err = openstack.FixedAddress(s, ""); err != nil {
+			return "", errs.Wrap(errs.KindBuild, err, "builder server %s has no address to SSH to", s.ID)
+		}
+	}
+	return net.JoinHostPort(addr.String(), "22"), nil
+}
+
+func (b *osBuild) console(ctx context.Context) (string, error) {
+	if b.serverID == "" {
+		return "", errors.New("no builder server")
+	}
+	return b.cloud.ConsoleOutput(ctx, b.serverID, 0)
+}
+
+func (b *osBuild) stopServer(ctx context.Context) error {
+	return b.cloud.StopServer(ctx, b.serverID)
+}
+
+func (b *osBuild) createSnapshot(ctx context.Context) error {
+	props := b.info.imageProperties(false)
+	id, err := b.cloud.CreateSnapshot(ctx, b.serverID, b.spec.ImageName, props)
+	if id != "" {
+		b.snapshot = &openstack.Image{ID: id, Name: b.spec.ImageName}
+	}
+	if err != nil {
+		return errs.Wrap(errs.KindPublish, err, "snapshotting the builder")
+	}
+	im, err := b.cloud.WaitImageActive(ctx, id)
+	if err != nil {
+		if errs.KindOf(err) == errs.KindInternal {
+			err = errs.Wrap(errs.KindPublish, err, "waiting for snapshot %s", id)
+		}
+		return err
+	}
+	if im.SizeBytes <= 0 || im.Checksum == "" {
+		return errs.New(errs.KindPublish, "snapshot %s is active but reports size %d and checksum %q", id, im.SizeBytes, im.Checksum)
+	}
+	b.snapshot = im
+	b.log.Info("snapshot active", "image", im.Name, "id", im.ID, "bytes", im.SizeBytes, "disk_format", im.DiskFormat)
+	return nil
+}
+
+// deleteSnapshot removes the snapshot when the build failed (it is the
+// published image otherwise). A snapshot whose create reply was lost is
+// found by name and build ID.
+func (b *osBuild) deleteSnapshot(ctx context.Context, failed bool) error {
+	if !failed || b.cloud == nil {
+		return nil
+	}
+	var ids []string
+	if b.snapshot != nil {
+		ids = append(ids, b.snapshot.ID)
+	} else {
+		ims, err := b.cloud.ListImagesByName(ctx, b.spec.ImageName, false)
+		if err != nil {
+			return err
+		}
+		for _, im := range ims {
+			if im.Properties[PropBuildID] == b.info.ID {
+				ids = append(ids, im.ID)
+			}
+		}
+	}
+	for _, id := range ids {
+		if err := b.cloud.DeleteImage(ctx, id); err != nil {
+			return err
+		}
+		b.log.Info("snapshot of the failed build deleted", "id", id)
+	}
+	return nil
+}
+
+// publishTargets are the clouds to copy to: the upload clouds other than
+// the build cloud (which has the snapshot already).
+func (b *osBuild) publishTargets() []string {
+	return slices.DeleteFunc(slices.Clone(b.spec.UploadClouds), func(c string) bool { return c == b.spec.Cloud })
+}
+
+// publish describes every image (properties, published marker, visibility)
+// in one update each, and records the result in PublishClouds order.
+func (b *osBuild) publish(ctx context.Context) error {
+	props := b.info.imageProperties(true)
+	imgs := map[string]publishedCopy{b.spec.Cloud: {cloud: b.cloud, image: *b.snapshot}}
+	if b.copies != nil {
+		for name, c := range b.copies.done {
+			imgs[name] = c
+		}
+	}
+	// The build cloud's snapshot is published (and pruned) there even when
+	// the upload clouds are elsewhere, as the Python tool kept it.
+	order := append([]string{b.spec.Cloud}, b.publishTargets()...)
+	for _, name := range order {
+		c, ok := imgs[name]
+		if !ok {
+			return errs.New(errs.KindInternal, "no image in cloud %s to publish", name)
+		}
+		if err := c.cloud.UpdateImage(ctx, c.image.ID, props, string(b.spec.Visibility)); err != nil {
+			return errs.Wrap(errs.KindPublish, err, "publishing image %s in cloud %s", c.image.ID, name)
+		}
+		b.log.Info("image published", "cloud", name, "image", c.image.Name, "id", c.image.ID, "visibility", string(b.spec.Visibility))
+	}
+	b.published = nil
+	for _, name := range b.spec.PublishClouds() {
+		c := imgs[name]
+		b.published = append(b.published, config.PublishedImage{Cloud: name, ID: c.image.ID, Name: c.image.Name, Checksum: c.image.Checksum})
+	}
+	return nil
+}
+
+func (b *osBuild) prune(ctx context.Context) error {
+	clouds := map[string]Cloud{b.spec.Cloud: b.cloud}
+	ids := map[string]string{b.spec.Cloud: b.snapshot.ID}
+	if b.copies != nil {
+		for name, c := range b.copies.done {
+			clouds[name], ids[name] = c.cloud, c.image.ID
+		}
+	}
+	var failed []error
+	for _, name := range append([]string{b.spec.Cloud}, b.publishTargets()...) {
+		c := clouds[name]
+		_, err := Prune(ctx, c, name, PrunePolicy{
+			Name: b.spec.ImageName, Owner: c.ProjectID(), Keep: b.spec.KeepRevisions,
+			JustPublished: ids[name], AdoptUnmarked: b.spec.AdoptUnmarked,
+			Protect: b.spec.Protect,
+		}, b.log)
+		if err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if len(failed) > 0 {
+		return errs.Wrap(errs.KindPublish, errors.Join(failed...), "pruning old revisions")
+	}
+	return nil
+}
