@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# demo/run.sh - the main job on a fresh Debian 12 machine that reaches only its package
+# mirror: build the tool, build a small Debian cloud image by debootstrap (the tests'
+# guest image; an Ubuntu cloud image needs the internet), and turn it into a runner image
+# with the local builder: qemu on this host, the demo recipe as user-data, the demo
+# script (with a secret) pushed over SSH, the demo verification, a qcow2 out. Then it
+# shows, without booting the image, what the build put in it and that the secret is not.
+#
+# Usage (root: debootstrap and apt):  sudo bash demo/run.sh [OUTPUT.qcow2]
+set -Eeuo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT=${1:-$PWD/out/demo-runner.qcow2}
+export PATH=/usr/local/go/bin:$PATH
+[ "$(id -u)" = 0 ] || {
+	echo "demo: run as root (debootstrap and apt): sudo bash demo/run.sh" >&2
+	exit 2
+}
+
+# python3 serves the demo script on loopback; fdisk reads the image's partition table.
+for p in python3 fdisk; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$p" >/dev/null
+done
+
+echo "== building the tool" >&2
+go build -o bin/github-runner-image-builder ./cmd/github-runner-image-builder
+
+echo "== building the base image (debootstrap; cached after the first run)" >&2
+BASE=$(.ci/make-test-image.sh)
+
+# The script is served to the builder host on loopback; the host pushes it over SSH.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 -m http.server --bind 127.0.0.1 --directory demo "$PORT" >/dev/null 2>&1 &
+SERVER=$!
+trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+	(: </dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break
+	sleep 0.1
+done
+
+mkdir -p "$(dirname "$OUT")"
+SECRET=$(head -c 18 /dev/urandom | base64)
+echo "== building $OUT with the local builder (a guest boot under qemu takes a minute or two)" >&2
+IMAGE_BUILDER_SECRET_DEMO_TOKEN=$SECRET bin/github-runner-image-builder run demo-runner \
+	--builder local --arch x64 --isolated --base-image-file "$BASE" \
+	--user-data demo/recipe.yaml --skip-default-checks --verify-script demo/verify.sh \
+	--script-url "http://127.0.0.1:$PORT/script.sh" --output "$OUT"
+echo >&2
+
+echo "== what is in $OUT (read with debugfs, not booted)" >&2
+WORK=$(mktemp -d)
+trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+qemu-img convert -O raw "$OUT" "$WORK/disk.raw"
+# The root file system is the first partition; debugfs reads it at its byte offset.
+START=$(sfdisk --json "$WORK/disk.raw" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][0]["start"])')
+dd if="$WORK/disk.raw" of="$WORK/root.ext4" bs=512 skip="$START" status=none conv=sparse
+for f in recipe built-at script token.sha256; do
+	printf '/etc/runner-image/%-12s %s\n' "$f" "$(debugfs -R "cat /etc/runner-image/$f" "$WORK/root.ext4" 2>/dev/null)"
+done
+want=$(printf '%s' "$SECRET" | sha256sum | cut -d' ' -f1)
+got=$(debugfs -R "cat /etc/runner-image/token.sha256" "$WORK/root.ext4" 2>/dev/null)
+[ "$got" = "$want" ] && echo "the script saw the secret (its digest matches)"
+if grep -qaF "$SECRET" "$WORK/disk.raw"; then
+	echo "demo: FAILED: the secret is in the image" >&2
+	exit 1
+fi
+echo "the secret itself is nowhere on the disk, free blocks included"
+echo "runner image: $OUT"
