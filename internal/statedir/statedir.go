@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/atomicfile"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 )
@@ -123,10 +124,10 @@ func createKey(dir, path string) (Key, error) {
 		return Key{}, fmt.Errorf("encoding the SSH key: %w", err)
 	}
 	line := authorizedLine(sshPub, comment(dir))
-	if err := writeAtomic(path, pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := atomicfile.Write(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		return Key{}, err
 	}
-	if err := writeAtomic(filepath.Join(dir, PublicKeyFile), []byte(line+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, PublicKeyFile), []byte(line+"\n"), 0o644); err != nil {
 		return Key{}, err
 	}
 	return Key{Signer: signer, AuthorizedKey: line, Path: path}, nil
@@ -145,39 +146,6 @@ func ensureDir(dir string) error {
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return fmt.Errorf("restricting state directory %s to 0700: %w", dir, err)
-	}
-	return nil
-}
-
-// writeAtomic writes data to a temporary file in path's directory with
-// mode perm, fsyncs it and renames it to path: readers see the old file
-// or the whole new one, never a part.
-func writeAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
-	// CreateTemp makes the file 0600 already; Chmod also covers a looser perm.
-	err = tmp.Chmod(perm)
-	if err == nil {
-		_, err = tmp.Write(data)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return nil
 }

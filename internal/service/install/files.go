@@ -12,43 +12,18 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/atomicfile"
 )
 
 // WriteAtomic writes data to a temporary file beside path with mode perm,
 // fsyncs it and renames it over path: a reader sees the old file or the new
 // one, never a part. Missing parent directories are created 0755.
 func WriteAtomic(path string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
-	// CreateTemp makes the file 0600; Chmod sets perm before any data lands.
-	err = tmp.Chmod(perm)
-	if err == nil {
-		_, err = tmp.Write(data)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
+	return atomicfile.Write(path, data, perm)
 }
 
 // WriteIfChanged writes data to path atomically unless path already holds
