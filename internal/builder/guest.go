@@ -45,6 +45,7 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
 )
 
 // DefaultGuestUser is the login user of Ubuntu cloud images (and of the test image).
@@ -432,6 +433,34 @@ func (l *lineLogger) flush() {
 		l.log.Info("guest output", "from", l.from, "line", string(l.buf))
 		l.buf = nil
 	}
+}
+
+// guestInputs is what both builders read before anything boots: the
+// prefix's SSH key, the user's script, and the checks to verify with.
+type guestInputs struct {
+	key    statedir.Key
+	script []byte
+	checks provision.Checks
+}
+
+// prepareGuestInputs reads the guest inputs of spec; it fails before any
+// server or VM exists, so a bad --script-url or state directory costs nothing.
+func prepareGuestInputs(ctx context.Context, getenv func(string) string, client *http.Client, spec config.RunSpec, runnerVersion string, log *slog.Logger) (guestInputs, error) {
+	var in guestInputs
+	dir, err := config.StateDir(getenv, spec.Prefix)
+	if err != nil {
+		return in, err
+	}
+	if in.key, err = statedir.EnsureKey(ctx, dir); err != nil {
+		return in, err
+	}
+	if spec.ScriptURL != "" {
+		if in.script, err = FetchScript(ctx, client, spec.ScriptURL, log); err != nil {
+			return in, err
+		}
+	}
+	in.checks, err = ChecksFor(spec, runnerVersion)
+	return in, err
 }
 
 // FetchScript downloads the user's --script-url on the builder host (the

@@ -266,19 +266,8 @@ func (b *localBuild) prepare(ctx context.Context) error {
 	_ = probe.Close()
 	_ = os.Remove(probe.Name())
 
-	dir, err := config.StateDir(b.l.openstack().getenv(), b.spec.Prefix)
-	if err != nil {
-		return err
-	}
-	if b.key, err = statedir.EnsureKey(ctx, dir); err != nil {
-		return err
-	}
-	if b.spec.ScriptURL != "" {
-		if b.script, err = FetchScript(ctx, b.l.HTTP, b.spec.ScriptURL, b.log); err != nil {
-			return err
-		}
-	}
-	b.checks, err = ChecksFor(b.spec, b.runner.Version)
+	in, err := prepareGuestInputs(ctx, b.l.openstack().getenv(), b.l.HTTP, b.spec, b.runner.Version, b.log)
+	b.key, b.script, b.checks = in.key, in.script, in.checks
 	return err
 }
 

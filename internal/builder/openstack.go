@@ -202,19 +202,8 @@ func (b *osBuild) lock() (func(), error) {
 // prepare reads everything local or remote the build needs before any
 // server exists: the key, the user's script, the verification.
 func (b *osBuild) prepare(ctx context.Context) error {
-	dir, err := config.StateDir(b.o.getenv(), b.spec.Prefix)
-	if err != nil {
-		return err
-	}
-	if b.key, err = statedir.EnsureKey(ctx, dir); err != nil {
-		return err
-	}
-	if b.spec.ScriptURL != "" {
-		if b.script, err = FetchScript(ctx, b.o.HTTP, b.spec.ScriptURL, b.log); err != nil {
-			return err
-		}
-	}
-	b.checks, err = ChecksFor(b.spec, b.runner.Version)
+	in, err := prepareGuestInputs(ctx, b.o.getenv(), b.o.HTTP, b.spec, b.runner.Version, b.log)
+	b.key, b.script, b.checks = in.key, in.script, in.checks
 	return err
 }
 
