@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,6 +17,7 @@ func main() {
 	// SIGINT/SIGTERM cancel the root context: every wait returns, cleanups
 	// run, and the exit code is 130.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go exitOnSecondSignal(ctx, os.Args[1:])
 	backend := builder.NewBackend(builder.Version())
 	// --builder local: qemu on this host; progress lines when stderr is a terminal.
 	local := builder.NewLocal(backend.OpenStack, builder.Terminal(os.Stderr))
@@ -29,4 +31,17 @@ func main() {
 	code := app.Main(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)
+}
+
+// exitOnSecondSignal waits for the first signal (ctx ends) and then for a
+// second one: an operator who presses Ctrl-C again does not want to wait for
+// the cleanups, so the process exits 130 at once, saying what may be left and
+// how to remove it.
+func exitOnSecondSignal(ctx context.Context, args []string) {
+	again := make(chan os.Signal, 1)
+	<-ctx.Done()
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	<-again
+	fmt.Fprintln(os.Stderr, cli.SecondInterruptMessage(args, os.Environ()))
+	os.Exit(130)
 }

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A second Ctrl-C ends the process at once with 130 and the sweep command,
+// without waiting for the cleanups. The run is a local build of a blank disk
+// (no OS, so no guest ever answers SSH): it stays in its SSH step until the
+// signals come.
+func TestSecondInterruptExitsAt130(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the local builder test runs on x86_64 hosts")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "qemu-img"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is needed: %v", tool, err)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "grib")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	disk := filepath.Join(dir, "blank.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", disk, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v\n%s", err, out)
+	}
+	userData := filepath.Join(dir, "user-data")
+	if err := os.WriteFile(userData, []byte("#cloud-config\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "run", "demo", "--builder", "local", "--arch", "x64", "--isolated",
+		"--prefix", "sig2", "--base-image-file", disk, "--user-data", userData,
+		"--output", filepath.Join(dir, "out.qcow2"), "--ssh-timeout", "10m")
+	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(dir, "state"), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the build is in its SSH step, then interrupt twice.
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(stderr.String(), "step=ssh") {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatalf("the build never reached its ssh step:\n%s", stderr.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	time.Sleep(300 * time.Millisecond)
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-waited:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		<-waited
+		t.Fatalf("still running 5 s after the second SIGINT:\n%s", stderr.String())
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 130 {
+		t.Fatalf("exit %v, want 130:\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "sweep --prefix sig2 --older-than 1m --dry-run") {
+		t.Errorf("stderr lacks the sweep command:\n%s", stderr.String())
+	}
+	// qemu dies with the builder (parent-death signal) even without cleanup.
+	for i := 0; ; i++ {
+		out, _ := exec.Command("pgrep", "-f", "qemu-system.*"+dir).Output()
+		if len(bytes.TrimSpace(out)) == 0 {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("qemu of the build still running: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for exec's copying goroutine and the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
