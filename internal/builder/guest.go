@@ -443,6 +443,13 @@ type guestInputs struct {
 	checks provision.Checks
 }
 
+// complete fills c's key, script and checks; the guest steps call it as
+// each starts, since the inputs are read by the builder's "prepare" step.
+func (in *guestInputs) complete(c GuestConfig) GuestConfig {
+	c.Signer, c.Script, c.Checks = in.key.Signer, in.script, in.checks
+	return c
+}
+
 // prepareGuestInputs reads the guest inputs of spec; it fails before any
 // server or VM exists, so a bad --script-url or state directory costs nothing.
 func prepareGuestInputs(ctx context.Context, getenv func(string) string, client *http.Client, spec config.RunSpec, runnerVersion string, log *slog.Logger) (guestInputs, error) {

@@ -18,7 +18,6 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/qemu"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/recipe"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
@@ -110,11 +109,9 @@ type localBuild struct {
 	info     buildInfo
 	prog     *progress
 
-	output  string // absolute --output
-	partial string // the export, renamed to output at the end
-	key     statedir.Key
-	script  []byte
-	checks  provision.Checks
+	output  string      // absolute --output
+	partial string      // the export, renamed to output at the end
+	in      guestInputs // read by "prepare"
 	base    baseimage.Image
 	vm      *qemu.VM
 
@@ -208,11 +205,7 @@ func (b *localBuild) steps() []Step {
 		Log:                      b.log,
 		Output:                   b.l.Output,
 	}
-	late := func(c GuestConfig) GuestConfig {
-		c.Signer, c.Script, c.Checks = b.key.Signer, b.script, b.checks
-		return c
-	}
-	steps = append(steps, guestSteps(guest, late, spec.ScriptURL != "", &GuestSession{})...)
+	steps = append(steps, guestSteps(guest, b.in.complete, spec.ScriptURL != "", &GuestSession{})...)
 	steps = append(steps,
 		Step{Name: "shutdown", Timeout: shutdownTimeout, Run: b.waitShutdown},
 		Step{Name: "export", Timeout: spec.Timeouts.Snapshot, TimeoutFlag: "--snapshot-timeout", Run: b.export, Cleanup: b.removePartial},
@@ -266,8 +259,7 @@ func (b *localBuild) prepare(ctx context.Context) error {
 	_ = probe.Close()
 	_ = os.Remove(probe.Name())
 
-	in, err := prepareGuestInputs(ctx, b.l.openstack().getenv(), b.l.HTTP, b.spec, b.runner.Version, b.log)
-	b.key, b.script, b.checks = in.key, in.script, in.checks
+	b.in, err = prepareGuestInputs(ctx, b.l.openstack().getenv(), b.l.HTTP, b.spec, b.runner.Version, b.log)
 	return err
 }
 
@@ -306,7 +298,7 @@ func (b *localBuild) startVM(ctx context.Context) error {
 		BaseImage: b.base.Path, Arch: b.spec.Arch,
 		MemoryMiB: orDefault(l.MemoryMiB, localDefaultMemoryMiB), CPUs: orDefault(l.CPUs, localDefaultCPUs),
 		DiskSize: int64(orDefault(int(l.DiskSize), localDefaultDiskSize)),
-		UserData: b.userData, AuthorizedKeys: []string{b.key.AuthorizedKey},
+		UserData: b.userData, AuthorizedKeys: []string{b.in.key.AuthorizedKey},
 		Isolated: b.spec.Isolated, Accel: accel, TempDir: filepath.Dir(b.output),
 		QEMU: l.QEMU, QEMUImg: l.QEMUImg, Log: b.log,
 	})

@@ -16,7 +16,6 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
 )
@@ -79,9 +78,7 @@ type osBuild struct {
 	info     buildInfo
 
 	cloud     Cloud
-	key       statedir.Key
-	script    []byte
-	checks    provision.Checks
+	in        guestInputs // read by "prepare"
 	flavor    *openstack.Flavor
 	network   *openstack.Network
 	baseImage *openstack.Image
@@ -153,12 +150,7 @@ func (b *osBuild) steps() []Step {
 		Log:                      b.log,
 		Output:                   b.o.Output,
 	}
-	// The key, the script and the checks are known once "prepare" ran.
-	late := func(c GuestConfig) GuestConfig {
-		c.Signer, c.Script, c.Checks = b.key.Signer, b.script, b.checks
-		return c
-	}
-	steps = append(steps, guestSteps(guest, late, spec.ScriptURL != "", &GuestSession{})...)
+	steps = append(steps, guestSteps(guest, b.in.complete, spec.ScriptURL != "", &GuestSession{})...)
 
 	stop := b.o.StopTimeout
 	if stop <= 0 {
@@ -202,13 +194,13 @@ func (b *osBuild) lock() (func(), error) {
 // prepare reads everything local or remote the build needs before any
 // server exists: the key, the user's script, the verification.
 func (b *osBuild) prepare(ctx context.Context) error {
-	in, err := prepareGuestInputs(ctx, b.o.getenv(), b.o.HTTP, b.spec, b.runner.Version, b.log)
-	b.key, b.script, b.checks = in.key, in.script, in.checks
+	var err error
+	b.in, err = prepareGuestInputs(ctx, b.o.getenv(), b.o.HTTP, b.spec, b.runner.Version, b.log)
 	return err
 }
 
 func (b *osBuild) ensureKeypair(ctx context.Context) error {
-	return ensureKeypair(ctx, b.cloud, config.KeypairName(b.spec.Prefix), b.key, b.log)
+	return ensureKeypair(ctx, b.cloud, config.KeypairName(b.spec.Prefix), b.in.key, b.log)
 }
 
 // ensureKeypair makes the Nova keypair name hold key's public key: imported
