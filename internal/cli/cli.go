@@ -115,15 +115,7 @@ type invocation struct {
 	closeFile func() error
 }
 
-func (inv *invocation) getenv(key string) string {
-	val := ""
-	for _, kv := range inv.app.Environ {
-		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
-			val = v
-		}
-	}
-	return val
-}
+func (inv *invocation) getenv(key string) string { return config.Getenv(inv.app.Environ)(key) }
 
 func (inv *invocation) goarch() string {
 	if inv.app.GOARCH != "" {

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"strings"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 )
 
 // SecondInterruptMessage is what the process prints when a second SIGINT or
@@ -12,11 +14,7 @@ import (
 func SecondInterruptMessage(args, environ []string) string {
 	cloud := flagValue(args, "--os-cloud")
 	if cloud == "" {
-		for _, kv := range environ {
-			if v, ok := strings.CutPrefix(kv, "OS_CLOUD="); ok {
-				cloud = v
-			}
-		}
+		cloud = config.Getenv(environ)("OS_CLOUD")
 	}
 	cmd := "github-runner-image-builder"
 	if cloud != "" {

@@ -80,15 +80,7 @@ func (s *Service) now() time.Time {
 	return s.Now()
 }
 
-func (s *Service) getenv(key string) string {
-	val := ""
-	for _, kv := range s.Environ {
-		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
-			val = v
-		}
-	}
-	return val
-}
+func (s *Service) getenv(key string) string { return config.Getenv(s.Environ)(key) }
 
 func (s *Service) sleep(ctx context.Context, d time.Duration) error {
 	if s.Sleep != nil {
