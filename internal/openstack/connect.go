@@ -163,23 +163,33 @@ func ConnectConfig(ctx context.Context, cfg *CloudConfig, opts ...Option) (*Clou
 	return c, nil
 }
 
+// ResponseTimeout bounds the wait for a response's headers once a request
+// was sent (an upload's body included), so that an API call the cloud never
+// answers fails as a network timeout (IsTransient: idempotent calls are
+// retried) instead of hanging until its step's deadline. Bodies (image
+// downloads) are not bounded by it.
+const ResponseTimeout = 2 * time.Minute
+
+// httpClient is the client of every request: the given one (its transport
+// as it is), or one whose transport waits at most ResponseTimeout for a
+// response. TLS settings from clouds.yaml go on an *http.Transport.
 func httpClient(given *http.Client, cfg *CloudConfig) http.Client {
 	var hc http.Client
 	if given != nil {
 		hc = *given
 	}
-	if cfg.TLS == nil {
-		return hc
-	}
 	switch t := hc.Transport.(type) {
 	case nil:
 		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.ResponseHeaderTimeout = ResponseTimeout
 		tr.TLSClientConfig = cfg.TLS
 		hc.Transport = tr
 	case *http.Transport:
-		tr := t.Clone()
-		tr.TLSClientConfig = cfg.TLS
-		hc.Transport = tr
+		if cfg.TLS != nil {
+			tr := t.Clone()
+			tr.TLSClientConfig = cfg.TLS
+			hc.Transport = tr
+		}
 	}
 	return hc
 }

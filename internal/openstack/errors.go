@@ -36,20 +36,37 @@ func IsConflict(err error) bool { return StatusCode(err) == http.StatusConflict 
 // IsTransient reports whether an idempotent call that failed with err may
 // succeed if simply repeated: a 5xx other than 501 (not implemented never
 // heals), a connection reset or cut, or a network timeout. A 4xx, a refused
-// connection (the service is down, not busy) and the end of ctx are not.
+// connection (the service is down, not busy) and a cancelled ctx are not.
+// A request that timed out (ResponseTimeout) is, although net/http makes
+// its error match context.DeadlineExceeded too.
 func IsTransient(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if err == nil || errors.Is(err, context.Canceled) || isContextDeadline(err) {
 		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
 	}
 	if code := StatusCode(err); code != 0 {
 		return code >= 500 && code != http.StatusNotImplemented
 	}
 	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, net.ErrClosed) { // the server answered and hung up mid-upload
 		return true
 	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return false
+}
+
+// isContextDeadline reports whether err's chain holds a context's own
+// deadline error (not a request timeout that merely matches it).
+func isContextDeadline(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if e == context.DeadlineExceeded { // identity, not errors.Is: that is the point
+			return true
+		}
+	}
+	return false
 }
 
 // isUnreachable reports whether err says the endpoint could not be reached at

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"os"
@@ -26,6 +28,22 @@ type timeoutErr struct{}
 func (timeoutErr) Error() string   { return "i/o timeout" }
 func (timeoutErr) Timeout() bool   { return true }
 func (timeoutErr) Temporary() bool { return true }
+
+// responseTimeout is the error of a request whose response headers did not
+// come within the transport's ResponseHeaderTimeout.
+func responseTimeout(t *testing.T) error {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer srv.Close()
+	tr := &http.Transport{ResponseHeaderTimeout: 10 * time.Millisecond}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("a server that never answers answered")
+	}
+	return err
+}
 
 func TestIsTransient(t *testing.T) {
 	code := func(n int) error {
@@ -50,9 +68,11 @@ func TestIsTransient(t *testing.T) {
 		{"429", code(429), false},
 		{"connection reset", urlErr(&net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), true},
 		{"server closed mid-reply", urlErr(io.ErrUnexpectedEOF), true},
+		{"connection closed mid-upload", urlErr(&net.OpError{Op: "write", Err: net.ErrClosed}), true},
 		{"network timeout", urlErr(timeoutErr{}), true},
 		{"connection refused", urlErr(&net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), false},
 		{"our deadline", urlErr(context.DeadlineExceeded), false},
+		{"response timeout", responseTimeout(t), true},
 		{"cancelled", context.Canceled, false},
 		{"plain", errors.New("bad json"), false},
 	}

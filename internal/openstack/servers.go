@@ -124,8 +124,10 @@ func FixedAddress(s *Server, network string) (netip.Addr, error) {
 }
 
 // CreateServer boots a server and returns it as Nova first reports it
-// (usually BUILD); wait with WaitServer. It is never retried: a lost reply
-// could leave a second server behind.
+// (usually BUILD); wait with WaitServer. It is never retried here: a lost
+// reply could leave a second server behind (the builder retries after
+// looking for the server by its build ID). When the server was created but
+// reading it back failed, the error comes with a Server holding its ID.
 func (c *Cloud) CreateServer(ctx context.Context, spec ServerSpec) (*Server, error) {
 	// Encode here: gophercloud sends data that already decodes as base64
 	// unchanged, which would corrupt a user-data that happens to look like it.
@@ -158,7 +160,12 @@ func (c *Cloud) CreateServer(ctx context.Context, spec ServerSpec) (*Server, err
 	}
 	c.log.Info("server created", "server", spec.Name, "id", s.ID)
 	// The create reply holds only the ID (and adminPass): read the rest.
-	return c.GetServer(ctx, s.ID)
+	full, err := c.GetServer(ctx, s.ID)
+	if err != nil {
+		// The server exists: its ID must reach the caller's cleanup.
+		return &Server{ID: s.ID, Name: spec.Name}, err
+	}
+	return full, nil
 }
 
 // GetServer reads one server; a missing one is errs.KindNotFound.
@@ -230,8 +237,15 @@ func (c *Cloud) DeleteServer(ctx context.Context, id string) error {
 // StopServer powers a server off and waits for SHUTOFF. A server already
 // stopped (Nova answers 409) is waited for like any other.
 func (c *Cloud) StopServer(ctx context.Context, id string) error {
-	err := servers.Stop(ctx, c.compute, id).ExtractErr()
-	if err != nil && !IsConflict(err) {
+	// Stopping is idempotent (a second stop is a 409), so it is retried.
+	err := Retry(ctx, c.log, "stop server", func(ctx context.Context) error {
+		err := servers.Stop(ctx, c.compute, id).ExtractErr()
+		if IsConflict(err) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
 		return classify(err, "stop server "+id)
 	}
 	_, err = c.WaitServer(ctx, id, StatusShutoff)
