@@ -1,5 +1,6 @@
 // Package faultproxy is test infrastructure: an HTTP proxy on loopback that
-// sits in front of a real OpenStack and injects faults into chosen requests.
+// sits in front of a real OpenStack and injects faults into chosen requests,
+// and a TCP proxy (NewTCP) that does the same to raw connections.
 //
 // # Routing
 //
@@ -41,6 +42,19 @@
 // up; cut the request or the response body after K bytes and reset. A cut
 // response delivers exactly K bytes (it waits, at most 5 s, until the client
 // has acknowledged them) before the reset.
+//
+// # TCP
+//
+// NewTCP is the same idea one layer down, for protocols other than HTTP
+// (a builder guest's SSH): a listener on 127.0.0.1:0 that forwards every
+// connection to one loopback upstream, refusing any other. Its controls act
+// while it runs: ResetAll resets every open connection (SO_LINGER 0: the
+// client sees ECONNRESET, the upstream a reset too); Stall holds the bytes of
+// every connection in both directions, open ones and new ones, until Release
+// or until a duration passes; CutAfter lets K more bytes of every open
+// connection through in one direction, then resets it. Accepted, Open,
+// Resets and Held count connections and held reads, so a test can prove its
+// fault fired.
 //
 // Note for tests: Go's http.Transport silently retries an idempotent request
 // (GET, HEAD, ...) once when a reused keep-alive connection is reset before

@@ -33,10 +33,15 @@ const rootAuthorizedKeys = "/root/.ssh/authorized_keys"
 // cloud-init so the image boots as a new instance (logs, seed, machine-id
 // and the config cloud-init generated, as far as the guest's cloud-init
 // supports it), removes the builder's key from authorized_keys (consumers
-// such as GARM inject their own), removes pushed scripts, and syncs.
+// such as GARM inject their own), removes pushed scripts, and syncs. A dead
+// connection is redialled before it starts; once the key is removed, no
+// redial can log in.
 func (g *Guest) Clean(ctx context.Context) error {
 	ctx, cancel := withDefaultTimeout(ctx, defaultCommandTimeout)
 	defer cancel()
+	if err := g.ensureConnected(ctx); err != nil {
+		return connectFailed(ctx, fmt.Sprintf("cleaning the guest %s", g.addr), err)
+	}
 	steps := []struct {
 		what string
 		do   func(context.Context) error
@@ -89,6 +94,9 @@ func (g *Guest) cleanCloudInit(ctx context.Context) error {
 }
 
 func (g *Guest) removeBuilderKey(ctx context.Context) error {
+	g.connMu.Lock()
+	g.keyRemoved = true // from now on a new login may fail
+	g.connMu.Unlock()
 	blob := base64.StdEncoding.EncodeToString(g.key.Marshal())
 	return g.sudoRun(ctx, fmt.Sprintf("/bin/sh -c %s grib-clean %s %s %s",
 		shellQuote(removeKeyCommand), shellQuote(blob), shellQuote(g.user), shellQuote(rootAuthorizedKeys)))
@@ -125,11 +133,15 @@ func (g *Guest) sudoRun(ctx context.Context, cmd string) error {
 
 // PowerOff asks the guest to shut down and closes the connection. The guest
 // dropping the connection counts as success; the caller then waits for the
-// VM to stop (Nova SHUTOFF, or the qemu process exiting).
+// VM to stop (Nova SHUTOFF, or the qemu process exiting). A dead connection
+// is redialled first, unless Clean already removed the builder's key.
 func (g *Guest) PowerOff(ctx context.Context) error {
 	ctx, cancel := withDefaultTimeout(ctx, defaultCommandTimeout)
 	defer cancel()
 	defer g.Close()
+	if err := g.ensureConnected(ctx); err != nil {
+		return connectFailed(ctx, fmt.Sprintf("powering off %s", g.addr), err)
+	}
 	_, stderr, err := g.output(ctx, g.sudo+" /bin/sh -c 'systemctl poweroff || shutdown -h now'", nil)
 	if err == nil || droppedByShutdown(err) {
 		g.log.Debug("guest powering off")

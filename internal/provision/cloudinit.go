@@ -59,13 +59,19 @@ type Status struct {
 // Done and degraded (recoverable errors only) return a nil error; degraded's
 // warnings are logged. Error and disabled return a KindBuild error carrying
 // cloud-init's error list and the tail of /var/log/cloud-init-output.log.
+//
+// A lost SSH connection (EOF, a reset, a read without an answer) does not
+// end the wait: it redials the same address, accepting only the host key of
+// the first dial, with the wait's backoff and deadline, and reads on. A
+// different host key ends the wait with a KindBuild error.
 func (g *Guest) WaitCloudInit(ctx context.Context) (Status, error) {
 	interval := g.poll
 	filesOnly := false
 	var last Status
 	var lastErr error
 	for {
-		st, err := g.cloudInitStatus(ctx, &filesOnly)
+		c := g.current()
+		st, err := g.readCloudInitStatus(ctx, &filesOnly)
 		if err == nil {
 			if st.State != last.State {
 				g.log.Debug("cloud-init status", "state", st.State, "source", st.Source)
@@ -77,6 +83,15 @@ func (g *Guest) WaitCloudInit(ctx context.Context) (Status, error) {
 		} else if ctx.Err() == nil {
 			lastErr = err
 			g.log.Debug("reading cloud-init status", "err", err)
+			if g.lost(c, err) {
+				if rerr := g.reconnect(ctx, err); rerr != nil {
+					if ctx.Err() != nil {
+						return last, g.cloudInitTimeout(ctx, last, lastErr)
+					}
+					return last, rerr
+				}
+				continue // read again on the new connection
+			}
 		}
 		if g.sleep(ctx, interval) != nil {
 			return last, g.cloudInitTimeout(ctx, last, lastErr)
@@ -130,6 +145,18 @@ func (s Status) extendedOrState() string {
 		return s.Extended
 	}
 	return string(s.State)
+}
+
+// readCloudInitStatus is cloudInitStatus bounded by the read timeout; a
+// read that gets no answer by then fails with errUnresponsive.
+func (g *Guest) readCloudInitStatus(ctx context.Context, filesOnly *bool) (Status, error) {
+	rctx, cancel := context.WithTimeout(ctx, g.readTimeout)
+	defer cancel()
+	st, err := g.cloudInitStatus(rctx, filesOnly)
+	if err != nil && ctx.Err() == nil && rctx.Err() != nil {
+		return Status{}, fmt.Errorf("%w: reading cloud-init's status took over %s", errUnresponsive, g.readTimeout)
+	}
+	return st, err
 }
 
 // cloudInitStatus reads the status once. It switches *filesOnly on for good

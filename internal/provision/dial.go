@@ -91,10 +91,10 @@ func Dial(ctx context.Context, t Target) (*Guest, error) {
 			}
 		}
 		if keys != nil {
-			client, err := dialOnce(ctx, t, keys)
+			client, hostKey, err := dialOnce(ctx, t, keys)
 			if err == nil {
-				log.Debug("SSH connected", "attempts", attempt)
-				return newGuest(client, t, log), nil
+				log.Debug("SSH connected", "attempts", attempt, "host_key", ssh.FingerprintSHA256(hostKey))
+				return newGuest(client, hostKey, t, log), nil
 			}
 			if errors.Is(err, ErrHostKeyMismatch) {
 				return nil, errs.Wrap(errs.KindBuild, err, "SSH to %s", t.Addr)
@@ -129,8 +129,8 @@ func dialGaveUp(ctx context.Context, t Target, lastErr error) error {
 }
 
 // dialOnce makes one TCP connection and SSH handshake, bounded by the
-// attempt timeout and by ctx.
-func dialOnce(ctx context.Context, t Target, keys *acceptedKeys) (*ssh.Client, error) {
+// attempt timeout and by ctx. It returns the host key the guest presented.
+func dialOnce(ctx context.Context, t Target, keys *acceptedKeys) (*ssh.Client, ssh.PublicKey, error) {
 	timeout := t.AttemptTimeout
 	if timeout <= 0 {
 		timeout = defaultAttemptTimeout
@@ -140,14 +140,21 @@ func dialOnce(ctx context.Context, t Target, keys *acceptedKeys) (*ssh.Client, e
 	var d net.Dialer
 	conn, err := d.DialContext(actx, "tcp", t.Addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Closing the connection is the only way to abort a handshake in progress.
 	stop := context.AfterFunc(actx, func() { _ = conn.Close() })
+	var presented ssh.PublicKey
 	cfg := &ssh.ClientConfig{
-		User:              t.User,
-		Auth:              []ssh.AuthMethod{ssh.PublicKeys(t.Signer)},
-		HostKeyCallback:   keys.callback(),
+		User: t.User,
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(t.Signer)},
+		HostKeyCallback: func(hostname string, _ net.Addr, key ssh.PublicKey) error {
+			if err := keys.check(hostname, key); err != nil {
+				return err
+			}
+			presented = key
+			return nil
+		},
 		HostKeyAlgorithms: keys.algos,
 		Timeout:           timeout,
 	}
@@ -157,13 +164,13 @@ func dialOnce(ctx context.Context, t Target, keys *acceptedKeys) (*ssh.Client, e
 		if err == nil {
 			_ = c.Close()
 		}
-		return nil, fmt.Errorf("SSH handshake with %s: %w", t.Addr, context.Cause(actx))
+		return nil, nil, fmt.Errorf("SSH handshake with %s: %w", t.Addr, context.Cause(actx))
 	}
 	if err != nil {
 		_ = conn.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return ssh.NewClient(c, chans, reqs), nil
+	return ssh.NewClient(c, chans, reqs), presented, nil
 }
 
 // sleep waits for d or until ctx ends, whichever is first.

@@ -15,6 +15,14 @@
 //   - Clean resets cloud-init, removes the builder's key and temporary files;
 //     PowerOff shuts the guest down.
 //
+// A lost SSH connection (EOF, a reset, a read without an answer) is survived
+// where doing the work again is safe: WaitCloudInit and Tail redial and read
+// on; RunScript, Verify, Clean and PowerOff redial before they start when the
+// connection is dead. A redial accepts only the host key the guest presented
+// at the first dial, and none is tried once Clean removed the builder's key.
+// A connection lost while a script runs is a KindBuild error that says so:
+// the script is never run twice.
+//
 // Nothing here knows which cloud or hypervisor runs the guest: the caller
 // passes an address, a key, and a way to read the console.
 package provision

@@ -38,6 +38,7 @@ type fakeGuest struct {
 	handle func(e *execRequest) int
 
 	mu          sync.Mutex
+	newHostKey  ssh.Signer // set by replaceHostKey: presented from then on
 	connections int
 	execs       []execRecord
 	envRequests []string
@@ -133,7 +134,13 @@ func (f *fakeGuest) serve(c net.Conn) {
 			return nil, errors.New("unknown key")
 		},
 	}
-	cfg.AddHostKey(f.hostKey)
+	f.mu.Lock()
+	hostKey := f.hostKey
+	if f.newHostKey != nil {
+		hostKey = f.newHostKey
+	}
+	f.mu.Unlock()
+	cfg.AddHostKey(hostKey)
 	sc, chans, reqs, err := ssh.NewServerConn(c, cfg)
 	if err != nil {
 		return
@@ -230,6 +237,14 @@ func (f *fakeGuest) setHandler(handle func(e *execRequest) int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.handle = handle
+}
+
+// replaceHostKey makes the guest present another host key to new
+// connections, as a machine in the middle would.
+func (f *fakeGuest) replaceHostKey(s ssh.Signer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.newHostKey = s
 }
 
 // setDropFirst makes the guest close its first n connections at once.
@@ -349,7 +364,7 @@ func runShell(dir string) func(e *execRequest) int {
 func TestFakeGuestRecordsWhatItReceives(t *testing.T) {
 	f := startFakeGuest(t, runShell(t.TempDir()))
 	g := f.dial(t)
-	sess, err := g.client.NewSession()
+	sess, err := g.current().client.NewSession()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,47 +26,76 @@ const (
 )
 
 // Guest is an SSH connection to a builder guest. It is safe for sequential
-// use by one goroutine; Close it when done (PowerOff closes it too).
+// use by one goroutine; Close it when done (PowerOff closes it too). Where
+// redoing the work is safe it survives a lost connection by redialling with
+// the host key accepted at the first dial (see conn.go).
 type Guest struct {
-	client *ssh.Client
-	addr   string
-	user   string
-	key    ssh.PublicKey // the builder's key, removed from the guest by Clean
-	log    *slog.Logger
-	poll   time.Duration // first pause between status reads
-	sleep  func(context.Context, time.Duration) error
+	target  Target        // how the guest was dialled, for redials
+	hostKey ssh.PublicKey // the host key accepted at the first dial: the only one a redial accepts
+	addr    string
+	user    string
+	key     ssh.PublicKey // the builder's key, removed from the guest by Clean
+	log     *slog.Logger
+	poll    time.Duration // first pause between status reads
+	sleep   func(context.Context, time.Duration) error
+	// readTimeout bounds one cloud-init status read; a read without an
+	// answer by then counts as a lost connection.
+	readTimeout time.Duration
 
 	// sudo prefixes commands that must run as root; tmpBase is the tmpfs
 	// directory where scripts are pushed. Tests point them elsewhere.
 	sudo    string
 	tmpBase string
 
+	connMu     sync.Mutex
+	cur        *conn // nil after Close
+	closed     bool
+	keyRemoved bool // Clean removed the builder's key: a redial cannot log in
+
 	mu       sync.Mutex
 	tempDirs []string // pushed-script directories not yet removed
 }
 
-func newGuest(client *ssh.Client, t Target, log *slog.Logger) *Guest {
+func newGuest(client *ssh.Client, hostKey ssh.PublicKey, t Target, log *slog.Logger) *Guest {
 	return &Guest{
-		client:  client,
-		addr:    t.Addr,
-		user:    t.User,
-		key:     t.Signer.PublicKey(),
-		log:     log,
-		poll:    t.retryInterval(),
-		sleep:   t.sleeper(),
-		sudo:    "sudo -n",
-		tmpBase: "/run",
+		target:      t,
+		hostKey:     hostKey,
+		addr:        t.Addr,
+		user:        t.User,
+		key:         t.Signer.PublicKey(),
+		log:         log,
+		poll:        t.retryInterval(),
+		sleep:       t.sleeper(),
+		readTimeout: defaultCommandTimeout,
+		sudo:        "sudo -n",
+		tmpBase:     "/run",
+		cur:         watchConn(client),
 	}
 }
 
 // Addr is the address the guest was dialled at.
 func (g *Guest) Addr() string { return g.addr }
 
-// Close closes the SSH connection.
-func (g *Guest) Close() error { return g.client.Close() }
+// Close closes the SSH connection; the Guest cannot reconnect afterwards.
+func (g *Guest) Close() error {
+	g.connMu.Lock()
+	defer g.connMu.Unlock()
+	g.closed = true
+	if g.cur == nil {
+		return nil
+	}
+	err := g.cur.client.Close()
+	g.cur = nil
+	return err
+}
 
-// errSessionNotStarted marks failures before the remote command was sent.
+// errSessionNotStarted marks failures before the remote command was known
+// to run: no session, or its exec request got no positive answer (it may
+// still have started when the connection was lost meanwhile).
 var errSessionNotStarted = errors.New("SSH session not started")
+
+// errNoSession marks failures to open a session: the command was never sent.
+var errNoSession = fmt.Errorf("%w", errSessionNotStarted)
 
 // run runs cmd on the guest through the login user's shell, with stdin,
 // stdout and stderr attached (any may be nil), until it exits or ctx ends. A
@@ -76,9 +105,13 @@ func (g *Guest) run(ctx context.Context, cmd string, stdin io.Reader, stdout, st
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	sess, err := g.client.NewSession()
+	c := g.current()
+	if c == nil {
+		return fmt.Errorf("%w: the SSH connection to %s is closed", errNoSession, g.addr)
+	}
+	sess, err := c.newSession(ctx)
 	if err != nil {
-		return fmt.Errorf("%w: opening an SSH session to %s: %w", errSessionNotStarted, g.addr, err)
+		return fmt.Errorf("%w: opening an SSH session to %s: %w", errNoSession, g.addr, err)
 	}
 	defer sess.Close()
 	sess.Stdin, sess.Stdout, sess.Stderr = stdin, stdout, stderr
@@ -201,10 +234,14 @@ func classified(k errs.Kind, f *Failure) error { return &errs.Error{Kind: k, Err
 
 // Tail returns the last n lines of the file at path on the guest (read as
 // root), or a note saying why it could not be read. It is meant for error
-// reports, so it never fails.
+// reports, so it never fails. It redials a dead connection first (it only
+// reads).
 func (g *Guest) Tail(ctx context.Context, path string, n int) string {
 	ctx, cancel := withDefaultTimeout(ctx, cleanupTimeout)
 	defer cancel()
+	if err := g.ensureConnected(ctx); err != nil {
+		return fmt.Sprintf("(could not read %s: %v)", path, err)
+	}
 	stdout, stderr, err := g.output(ctx, fmt.Sprintf("%s tail -n %d -- %s", g.sudo, max(n, 1), shellQuote(path)), nil)
 	if err != nil {
 		msg := strings.TrimSpace(string(stderr))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"regexp"
 	"slices"
 	"strings"
@@ -158,16 +157,11 @@ func parsePublicKeyLine(line string) (hostKey, bool) {
 		if err != nil {
 			continue
 		}
-		k := hostKey{fingerprint: ssh.FingerprintSHA256(pub)}
-		switch pub.Type() {
-		case ssh.KeyAlgoRSA:
-			k.algos = []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256}
-		case ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521:
-			k.algos = []string{pub.Type()}
-		default:
+		algos := keyAlgos(pub.Type())
+		if algos == nil {
 			continue // DSA, security keys and the like are not host keys we accept
 		}
-		return k, true
+		return hostKey{fingerprint: ssh.FingerprintSHA256(pub), algos: algos}, true
 	}
 	return hostKey{}, false
 }
@@ -217,9 +211,10 @@ func (p HostKeyPolicy) String() string {
 
 // acceptedKeys is a resolved policy: the host keys one connection accepts.
 type acceptedKeys struct {
-	any   bool
-	keys  []hostKey
-	algos []string // HostKeyAlgorithms to offer; nil: the library's default
+	any    bool
+	keys   []hostKey
+	algos  []string // HostKeyAlgorithms to offer; nil: the library's default
+	pinned bool     // keys is the one key of the first dial (a redial)
 }
 
 // resolve reads the console once (for the console policy) and returns the
@@ -289,11 +284,12 @@ func (a *acceptedKeys) check(addr string, key ssh.PublicKey) error {
 			return nil
 		}
 	}
+	if a.pinned {
+		return fmt.Errorf("%w: %s presented %s key %s on reconnecting, not the key %s it presented when the build first connected; "+
+			"refusing to reconnect: something may be intercepting the connection",
+			ErrHostKeyMismatch, addr, key.Type(), got, strings.Join(a.fingerprints(), ", "))
+	}
 	return fmt.Errorf("%w: %s presented %s key %s, which is not among the fingerprints cloud-init printed on the console (%s); "+
 		"refusing to connect: something may be intercepting the connection",
 		ErrHostKeyMismatch, addr, key.Type(), got, strings.Join(a.fingerprints(), ", "))
-}
-
-func (a *acceptedKeys) callback() ssh.HostKeyCallback {
-	return func(hostname string, _ net.Addr, key ssh.PublicKey) error { return a.check(hostname, key) }
 }

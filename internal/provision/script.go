@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -72,11 +73,16 @@ var secretName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // in no file and not in sshd's environment.
 //
 // A non-zero exit is a KindBuild error with the exit status and the redacted
-// tail of the output.
+// tail of the output. A dead connection is redialled before the script is
+// pushed; a connection lost while the script runs is a KindBuild error that
+// says so, and the script is not run again (it may not be idempotent).
 func (g *Guest) RunScript(ctx context.Context, script []byte, secrets map[string]string, out io.Writer) error {
 	stdin, err := encodeSecrets(secrets)
 	if err != nil {
 		return err
+	}
+	if err := g.ensureConnected(ctx); err != nil {
+		return connectFailed(ctx, "running the build script", err)
 	}
 	return g.runPushed(ctx, "build script", script, stdin, secrets, out)
 }
@@ -125,6 +131,7 @@ func (g *Guest) runPushed(ctx context.Context, what string, script, stdin []byte
 	}
 	cmd := fmt.Sprintf("%s /bin/bash -c %s grib-run %s", g.sudo, shellQuote(runCommand), strings.Join(quoted, " "))
 	g.log.Debug("running "+what, "command", cmd)
+	c := g.current()
 	err = g.run(ctx, cmd, bytes.NewReader(stdin), stdout, stderr)
 	_ = stdout.Flush()
 	_ = stderr.Flush()
@@ -139,6 +146,8 @@ func (g *Guest) runPushed(ctx context.Context, what string, script, stdin []byte
 			Tail:   tail.String(),
 			TailOf: "its output",
 		})
+	case g.lost(c, err) && !errors.Is(err, errNoSession): // it may have run, in part or whole
+		return g.lostWhileRunning(what, err)
 	default:
 		return errs.Wrap(errs.KindBuild, err, "running the %s on %s", what, g.addr)
 	}

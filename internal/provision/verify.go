@@ -47,8 +47,12 @@ func DefaultChecks(runnerVersion string) Checks {
 
 // Verify runs every check and the verify script, and reports all failures
 // together: a KindVerify error naming each failed check with the tail of its
-// output. Nothing should be published after an error.
+// output. Nothing should be published after an error. A dead connection is
+// redialled before the first check.
 func (g *Guest) Verify(ctx context.Context, c Checks) error {
+	if err := g.ensureConnected(ctx); err != nil {
+		return connectFailed(ctx, fmt.Sprintf("verifying the image on %s", g.addr), err)
+	}
 	var failed []string
 	var tails []string
 	for _, check := range c.List {
