@@ -42,6 +42,14 @@ type OpenStack struct {
 	StopTimeout time.Duration
 	// Output receives the script's output; nil logs it at info level.
 	Output io.Writer
+
+	// Test seams, set only by this package's tests and benchmarks.
+	// withoutGuest leaves the guest steps out: the server's image has no OS
+	// (the test Nova makes it ACTIVE at once and snapshots it as it is).
+	withoutGuest bool
+	// sshVia maps the builder's SSH address (host:port) to the one dialled,
+	// to route SSH through a fault-injecting proxy.
+	sshVia func(addr string) string
 }
 
 // Timeouts of the steps that have no flag.
@@ -87,12 +95,16 @@ type osBuild struct {
 	snapshot  *openstack.Image
 	copies    *copyResult
 	published []config.PublishedImage
+	pruneErr  error // pruning failed after publishing: a partial success
 }
 
 // Run builds spec's image in spec.Cloud and publishes it to
 // spec.PublishClouds(). It returns one image per publish cloud. The steps
 // (see steps) run in order; on failure, Ctrl-C or SIGTERM their cleanups
 // run in reverse: nothing is left in any cloud and nothing is published.
+// Once published, the images stay: when pruning or a cleanup fails after
+// that (errs.KindPartial), or a signal interrupts pruning
+// (errs.KindInterrupted), Run returns them with the error.
 func (o *OpenStack) Run(ctx context.Context, log *slog.Logger, spec config.RunSpec, runner release.Release, userData []byte) ([]config.PublishedImage, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -113,7 +125,28 @@ func (o *OpenStack) Run(ctx context.Context, log *slog.Logger, spec config.RunSp
 		"builder_server", config.BuilderName(spec.Prefix, spec.Base, spec.Arch))
 	r := &Runner{Log: b.log, CleanupTimeout: o.CleanupTimeout}
 	if err := r.Run(ctx, b.steps()); err != nil {
-		return nil, err
+		var re *RunError
+		if !errors.As(err, &re) || len(re.Leftovers) == 0 {
+			return nil, err
+		}
+		hint := fmt.Sprintf("; list what is left with `github-runner-image-builder --os-cloud %s sweep --prefix %s --older-than 1m --dry-run` and remove it without --dry-run",
+			spec.Cloud, spec.Prefix)
+		withHint := fmt.Errorf("%w%s", err, hint)
+		if re.Err == nil && len(b.published) > 0 {
+			// Only a cleanup failed: the published images are good and stay.
+			return b.published, errs.Wrap(errs.KindPartial, withHint, "the image was built and published, but cleaning up failed")
+		}
+		return nil, &errs.Error{Kind: errs.KindOf(err), Err: withHint}
+	}
+	if b.pruneErr != nil {
+		// The new images are published and stay: consumers may already use
+		// them. Old revisions remain until a later run prunes them.
+		if ctx.Err() != nil {
+			return b.published, errs.Wrap(errs.KindInterrupted, b.pruneErr,
+				"interrupted while pruning: the image was built and published; old revisions remain (the next run prunes them)")
+		}
+		return b.published, errs.Wrap(errs.KindPartial, b.pruneErr,
+			"the image was built and published, but old revisions were not all pruned (the next run prunes them)")
 	}
 	return b.published, nil
 }
@@ -150,7 +183,9 @@ func (b *osBuild) steps() []Step {
 		Log:                      b.log,
 		Output:                   b.o.Output,
 	}
-	steps = append(steps, guestSteps(guest, b.in.complete, spec.ScriptURL != "", &GuestSession{})...)
+	if !b.o.withoutGuest {
+		steps = append(steps, guestSteps(guest, b.in.complete, spec.ScriptURL != "", &GuestSession{})...)
+	}
 
 	stop := b.o.StopTimeout
 	if stop <= 0 {
@@ -289,20 +324,29 @@ func (b *osBuild) createServer(ctx context.Context) error {
 			}
 		}
 	}
-	s, err := b.cloud.CreateServer(ctx, openstack.ServerSpec{
+	spec := openstack.ServerSpec{
 		Name: name, ImageID: b.baseImage.ID, FlavorID: b.flavor.ID, NetworkID: b.network.ID,
 		KeyName: config.KeypairName(b.spec.Prefix), SecurityGroup: config.SecurityGroupName(b.spec.Prefix),
 		UserData: b.userData, ConfigDrive: true,
 		Metadata: map[string]string{PropBuildID: b.info.ID, PropPrefix: b.spec.Prefix},
-	})
-	if s != nil {
-		b.serverID = s.ID
+	}
+	id, err := createAdopting(ctx, b.log, "builder server "+name,
+		func(ctx context.Context) (string, error) {
+			s, err := b.cloud.CreateServer(ctx, spec)
+			if s != nil {
+				return s.ID, err
+			}
+			return "", err
+		},
+		func(ctx context.Context) (string, error) { return firstOf(b.serversOfBuild(ctx)) })
+	if id != "" {
+		b.serverID = id
 	}
 	if err != nil {
-		return errs.Wrap(errs.KindOf(err), err, "creating builder server %s", name)
+		return errs.Wrap(buildKind(err), err, "creating builder server %s", name)
 	}
-	b.log.Info("builder server created", "server", name, "id", s.ID)
-	active, err := b.cloud.WaitServer(ctx, s.ID, openstack.StatusActive)
+	b.log.Info("builder server created", "server", name, "id", id)
+	active, err := b.cloud.WaitServer(ctx, id, openstack.StatusActive)
 	if err != nil {
 		return err
 	}
@@ -310,23 +354,43 @@ func (b *osBuild) createServer(ctx context.Context) error {
 	return nil
 }
 
-// deleteServer removes the builder, on success as on failure. When the
-// create call failed without an ID (a lost reply), it looks for a server
-// of this build by name and build ID.
+// buildKind is the kind of a failed call to the build cloud: its own when
+// it has one (auth, not found, unreachable...), else a build failure.
+func buildKind(err error) errs.Kind {
+	if k := errs.KindOf(err); k != errs.KindInternal {
+		return k
+	}
+	return errs.KindBuild
+}
+
+// serversOfBuild lists the servers with the builder's name and this
+// build's ID.
+func (b *osBuild) serversOfBuild(ctx context.Context) ([]string, error) {
+	found, err := b.cloud.ListServers(ctx, b.builderName())
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, s := range found {
+		if s.Name == b.builderName() && s.Metadata[PropBuildID] == b.info.ID {
+			ids = append(ids, s.ID)
+		}
+	}
+	return ids, nil
+}
+
+// deleteServer removes the builder, on success as on failure: the server
+// it knows and any other of this build (a create whose reply was lost).
 func (b *osBuild) deleteServer(ctx context.Context, _ bool) error {
-	ids := []string{}
-	if b.serverID != "" {
+	if b.cloud == nil {
+		return nil
+	}
+	ids, err := b.serversOfBuild(ctx)
+	if err != nil && b.serverID == "" {
+		return err
+	}
+	if b.serverID != "" && !slices.Contains(ids, b.serverID) {
 		ids = append(ids, b.serverID)
-	} else if b.cloud != nil {
-		found, err := b.cloud.ListServers(ctx, b.builderName())
-		if err != nil {
-			return err
-		}
-		for _, s := range found {
-			if s.Name == b.builderName() && s.Metadata[PropBuildID] == b.info.ID {
-				ids = append(ids, s.ID)
-			}
-		}
 	}
 	for _, id := range ids {
 		if err := b.cloud.DeleteServer(ctx, id); err != nil {
@@ -349,7 +413,11 @@ func (b *osBuild) sshAddress(ctx context.Context) (string, error) {
 			return "", errs.Wrap(errs.KindBuild, err, "builder server %s has no address to SSH to", s.ID)
 		}
 	}
-	return net.JoinHostPort(addr.String(), "22"), nil
+	hostPort := net.JoinHostPort(addr.String(), "22")
+	if b.o.sshVia != nil {
+		hostPort = b.o.sshVia(hostPort)
+	}
+	return hostPort, nil
 }
 
 func (b *osBuild) console(ctx context.Context) (string, error) {
@@ -365,7 +433,13 @@ func (b *osBuild) stopServer(ctx context.Context) error {
 
 func (b *osBuild) createSnapshot(ctx context.Context) error {
 	props := b.info.imageProperties(false)
-	id, err := b.cloud.CreateSnapshot(ctx, b.serverID, b.spec.ImageName, props)
+	id, err := createAdopting(ctx, b.log, "snapshot "+b.spec.ImageName,
+		func(ctx context.Context) (string, error) {
+			return b.cloud.CreateSnapshot(ctx, b.serverID, b.spec.ImageName, props)
+		},
+		func(ctx context.Context) (string, error) {
+			return firstOf(imagesOfBuild(ctx, b.cloud, b.spec.ImageName, b.info.ID))
+		})
 	if id != "" {
 		b.snapshot = &openstack.Image{ID: id, Name: b.spec.ImageName}
 	}
@@ -388,25 +462,18 @@ func (b *osBuild) createSnapshot(ctx context.Context) error {
 }
 
 // deleteSnapshot removes the snapshot when the build failed (it is the
-// published image otherwise). A snapshot whose create reply was lost is
-// found by name and build ID.
+// published image otherwise): the one it knows and any other image of
+// this build in the build cloud (a snapshot whose create reply was lost).
 func (b *osBuild) deleteSnapshot(ctx context.Context, failed bool) error {
 	if !failed || b.cloud == nil {
 		return nil
 	}
-	var ids []string
-	if b.snapshot != nil {
+	ids, err := imagesOfBuild(ctx, b.cloud, b.spec.ImageName, b.info.ID)
+	if err != nil && b.snapshot == nil {
+		return err
+	}
+	if b.snapshot != nil && !slices.Contains(ids, b.snapshot.ID) {
 		ids = append(ids, b.snapshot.ID)
-	} else {
-		ims, err := b.cloud.ListImagesByName(ctx, b.spec.ImageName, false)
-		if err != nil {
-			return err
-		}
-		for _, im := range ims {
-			if im.Properties[PropBuildID] == b.info.ID {
-				ids = append(ids, im.ID)
-			}
-		}
 	}
 	for _, id := range ids {
 		if err := b.cloud.DeleteImage(ctx, id); err != nil {
@@ -475,7 +542,9 @@ func (b *osBuild) prune(ctx context.Context) error {
 		}
 	}
 	if len(failed) > 0 {
-		return errs.Wrap(errs.KindPublish, errors.Join(failed...), "pruning old revisions")
+		// Not a step failure: that would unpublish the new images.
+		b.pruneErr = errors.Join(failed...)
+		b.log.Error("pruning old revisions failed; the new images stay published", "error", b.pruneErr)
 	}
 	return nil
 }

@@ -95,9 +95,17 @@ func (a *App) Main(ctx context.Context, args []string) int {
 // Command returns the command tree (for documentation and tests).
 func (a *App) Command() *cobra.Command { return (&invocation{app: a}).rootCommand() }
 
+// oneLine makes an error message one line: the lines of a joined error
+// (errors.Join: one per cloud) are kept apart by "; ".
 func oneLine(s string) string {
 	s = strings.ReplaceAll(strings.TrimSpace(s), "\r", "")
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+	var parts []string
+	for _, line := range strings.Split(s, "\n") {
+		if line = strings.Join(strings.Fields(line), " "); line != "" {
+			parts = append(parts, line)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // invocation holds what the root's flags set up for one run of Main.

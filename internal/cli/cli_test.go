@@ -422,6 +422,23 @@ func TestRunCallsBackendAndPrintsIDs(t *testing.T) {
 	}
 }
 
+// Images published before pruning failed (or was interrupted) stay and
+// are printed: the exit code says what went wrong after publishing.
+func TestRunPrintsImagesPublishedBeforeAFailure(t *testing.T) {
+	for _, tt := range []struct {
+		kind errs.Kind
+		want int
+	}{{errs.KindPartial, 10}, {errs.KindInterrupted, 130}} {
+		backend := Backend{Run: func(context.Context, *slog.Logger, config.RunSpec, release.Release, []byte) ([]config.PublishedImage, error) {
+			return []config.PublishedImage{{Cloud: "a", ID: "11"}}, errs.New(tt.kind, "old revisions were not all pruned")
+		}}
+		r := runApp(t, testEnv(), backend, pinned("--os-cloud", "a", "run", "img", "--arch", "x64", "--upload-clouds", "a")...)
+		if r.code != tt.want || r.stdout != "Image build success:\n11" || !strings.Contains(r.stderr, "not all pruned") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit %d, the image on stdout and the error", tt.kind, r.code, r.stdout, r.stderr, tt.want)
+		}
+	}
+}
+
 func TestExitCodesOfBackendErrors(t *testing.T) {
 	canceled, cancel := context.WithCancel(t.Context())
 	cancel()

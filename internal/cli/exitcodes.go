@@ -25,11 +25,11 @@ func kindMeaning(k errs.Kind) string {
 	case errs.KindVerify:
 		return "the built image failed verification; nothing was published"
 	case errs.KindPublish:
-		return "snapshot, upload, copy or prune failed"
+		return "snapshot, upload or copy failed; nothing was published"
 	case errs.KindLocked:
 		return "another build of the same image is in progress"
 	case errs.KindPartial:
-		return "some cells of a build matrix failed, others succeeded"
+		return "partly done: some cells of a build matrix failed, or run published its image but pruning old revisions failed"
 	case errs.KindCallback:
 		return "the consumer callback failed"
 	case errs.KindInterrupted:

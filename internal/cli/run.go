@@ -116,10 +116,16 @@ func (inv *invocation) run(ctx context.Context, imageName string, f runFlags) er
 		return WritePlan(inv.app.Stdout, format, plan)
 	}
 	imgs, _, err := inv.buildSpec(ctx, inv.logger(), spec)
-	if err != nil {
+	if err != nil && len(imgs) == 0 {
 		return err
 	}
-	return WriteRunResult(inv.app.Stdout, format, spec.PublishClouds(), imgs)
+	// Published images are printed even when pruning or a cleanup failed
+	// afterwards (exit 10) or was interrupted (exit 130): they stay, and
+	// consumers may use them.
+	if werr := WriteRunResult(inv.app.Stdout, format, spec.PublishClouds(), imgs); werr != nil {
+		return werr
+	}
+	return err
 }
 
 // prepare completes a validated RunSpec with this host's defaults (the

@@ -25,7 +25,7 @@ const (
 	KindVerify                  // the built image failed verification; nothing was published
 	KindPublish                 // snapshot, upload, copy or prune failed
 	KindLocked                  // another build of the same image is in progress
-	KindPartial                 // some cells of a build matrix failed, others succeeded
+	KindPartial                 // partly done: some cells of a matrix failed, or published but not pruned
 	KindCallback                // the consumer callback failed
 	KindInterrupted             // SIGINT/SIGTERM; cleanup ran
 )

@@ -416,6 +416,12 @@ func (s *Service) buildCell(ctx context.Context, cell Cell, protect []string) Ce
 		res.Attempts = attempt
 		log.Info("build starting", "attempt", attempt)
 		br, err := s.Builder.Build(ctx, blog, spec)
+		if errs.KindOf(err) == errs.KindPartial && len(br.Images) > 0 {
+			// Published, but old revisions were not all pruned: the cell's
+			// images are good and recorded; the next build prunes.
+			log.Warn("build published its images but pruning failed", "error", err)
+			err = nil
+		}
 		if err == nil {
 			res.Images, err = orderImages(s.Config.PublishClouds(), br.Images)
 			res.RunnerVersion = br.RunnerVersion
