@@ -336,7 +336,9 @@ setup_glance() {
 [DEFAULT]
 bind_host = $HOST
 bind_port = 9292
-workers = 0
+# three processes: concurrent uploads (the copy to several clouds) are served
+# in parallel; one process (0) takes them in turn
+workers = 3
 enabled_backends = fs:file
 image_cache_dir = $g/cache
 [database]

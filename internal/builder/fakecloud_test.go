@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -38,6 +39,13 @@ type fakeCloud struct {
 	snapshotData []byte           // what a snapshot holds
 	clock        func() time.Time // creation times
 	fail         map[string]error // call name -> error
+
+	downloads int // DownloadImage calls so far
+	// downloadBody, if set, makes the body of the nth DownloadImage call
+	// (from 1) of an image holding data.
+	downloadBody func(ctx context.Context, n int, data []byte) io.Reader
+	// onUploadRead, if set, is called after each read of an upload's data.
+	onUploadRead func()
 }
 
 func newFakeCloud(name string) *fakeCloud {
@@ -191,7 +199,10 @@ func (f *fakeCloud) UploadImage(_ context.Context, id string, r io.ReadSeeker) e
 	if err := f.call("UploadImage"); err != nil {
 		return err
 	}
-	data, err := io.ReadAll(r)
+	if ra, ok := r.(io.ReaderAt); ok {
+		r = io.NewSectionReader(ra, 0, math.MaxInt64) // read at offsets, as openstack.Cloud does
+	}
+	data, err := io.ReadAll(uploadReader{r, f.onUploadRead})
 	if err != nil {
 		return err
 	}
@@ -204,9 +215,27 @@ func (f *fakeCloud) UploadImage(_ context.Context, id string, r io.ReadSeeker) e
 	return nil
 }
 
-func (f *fakeCloud) DownloadImage(_ context.Context, id string) (io.ReadCloser, error) {
+// uploadReader calls onRead (if set) after each read.
+type uploadReader struct {
+	r      io.Reader
+	onRead func()
+}
+
+func (u uploadReader) Read(p []byte) (int, error) {
+	n, err := u.r.Read(p)
+	if u.onRead != nil {
+		u.onRead()
+	}
+	return n, err
+}
+
+func (f *fakeCloud) DownloadImage(ctx context.Context, id string) (io.ReadCloser, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.downloads++
+	if f.downloadBody != nil {
+		return io.NopCloser(f.downloadBody(ctx, f.downloads, bytes.Clone(f.data[id]))), nil
+	}
 	return io.NopCloser(bytes.NewReader(f.data[id])), nil
 }
 

@@ -392,12 +392,13 @@ func (b *localBuild) upload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer f.Close()
 	d, err := fileDigests(ctx, f)
-	f.Close()
 	if err != nil {
 		return fmt.Errorf("hashing %s: %w", b.partial, err)
 	}
-	res := &copyResult{done: map[string]publishedCopy{}, tmp: b.partial}
+	src := func(context.Context) io.ReadSeeker { return io.NewSectionReader(f, 0, d.Size) }
+	res := &copyResult{done: map[string]publishedCopy{}, want: &d}
 	b.uploads = res
 	ob := &osBuild{o: b.l.openstack(), log: b.log, spec: b.spec, info: b.info,
 		snapshot: &openstack.Image{Name: b.spec.ImageName, DiskFormat: "qcow2", ContainerFormat: "bare"}}
@@ -406,7 +407,7 @@ func (b *localBuild) upload(ctx context.Context) error {
 	errc := make(chan error, len(b.spec.UploadClouds))
 	for _, name := range b.spec.UploadClouds {
 		go func() {
-			err := ob.copyTo(cctx, name, res, d)
+			err := ob.copyTo(cctx, name, res, src)
 			if err != nil {
 				cancel()
 			}
