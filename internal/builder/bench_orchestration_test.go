@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -21,10 +20,6 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
-
-// guestStepNames are the steps that need a guest: a guest-less build
-// leaves them out.
-var guestStepNames = []string{"ssh", "cloud-init", "script", "verify", "clean", "power-off"}
 
 // BenchmarkOrchestration runs the openstack builder's steps with a
 // guest-less server (a base image without grib_test_guest: the test Nova
@@ -77,7 +72,7 @@ func BenchmarkOrchestration(b *testing.B) {
 		b.Fatal(err)
 	}
 	env := map[string]string{"HOME": dir, "XDG_STATE_HOME": filepath.Join(dir, "state"), "TMPDIR": dir}
-	o := &OpenStack{Connect: connect, Getenv: func(k string) string { return env[k] }, Version: "bench"}
+	o := &OpenStack{Connect: connect, Getenv: func(k string) string { return env[k] }, Version: "bench", withoutGuest: true}
 	spec := config.RunSpec{
 		ImageName: config.ImageName(prefix, config.BaseNoble, config.ArchX64), Cloud: testenv.BuildCloud,
 		Arch: config.ArchX64, Base: config.BaseNoble, Prefix: prefix, KeepRevisions: 1,
@@ -99,7 +94,7 @@ func BenchmarkOrchestration(b *testing.B) {
 		bld := &osBuild{o: o, spec: spec, runner: release.Release{}, userData: []byte("#cloud-config\n")}
 		bld.info = buildInfo{ID: newBuildID(), Prefix: prefix, Arch: spec.Arch, Base: spec.Base, Time: time.Now(), BuilderVersion: "bench"}
 		bld.log = slog.New(slog.DiscardHandler)
-		steps := slices.DeleteFunc(bld.steps(), func(s Step) bool { return slices.Contains(guestStepNames, s.Name) })
+		steps := bld.steps()
 		r := &Runner{Log: bld.log, OnStep: func(name string, took time.Duration, _ error) { stepTimes[name] += took }}
 		start := time.Now()
 		if err := r.Run(ctx, steps); err != nil {

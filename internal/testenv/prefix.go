@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -38,6 +39,7 @@ const (
 func Prefix(t testing.TB) string {
 	t.Helper()
 	p := newPrefix()
+	recordPrefix(p, t.Name())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), leakCheckTimeout)
 		defer cancel()
@@ -54,6 +56,22 @@ func Prefix(t testing.TB) string {
 		}
 	})
 	return p
+}
+
+// recordPrefix appends "<prefix>\t<test name>" to $GRIB_TEST_PREFIXES when
+// set, so that .ci/run can name the test behind each guest boot (boots are
+// recorded by server name, which starts with the prefix).
+func recordPrefix(prefix, test string) {
+	path := os.Getenv("GRIB_TEST_PREFIXES")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return // naming tests in the CI summary is a convenience
+	}
+	defer f.Close()
+	_, _ = fmt.Fprintf(f, "%s\t%s\n", prefix, test)
 }
 
 // newPrefix returns "it-" and 6 random lower-case letters or digits.

@@ -1,0 +1,504 @@
+package builder
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/faultproxy"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
+)
+
+// faultResponseTimeout is the builder's wait for a response in the fault
+// table (openstack.ResponseTimeout in production): a stalled call fails
+// after it and is retried like any other transient fault.
+const faultResponseTimeout = 5 * time.Second
+
+// The API calls of each guest-less step of the openstack builder, as the
+// proxy sees them (Nova under /v2.1, Glance under /v2).
+var (
+	callCreate   = faultproxy.Rule{Method: http.MethodPost, Service: faultproxy.Compute, Path: `^/v2\.1/servers$`}
+	callWait     = faultproxy.Rule{Method: http.MethodGet, Service: faultproxy.Compute, Path: `^/v2\.1/servers/` + uuidRE + `$`}
+	callAction   = faultproxy.Rule{Method: http.MethodPost, Service: faultproxy.Compute, Path: `^/v2\.1/servers/[^/]+/action$`}
+	callDownload = faultproxy.Rule{Method: http.MethodGet, Service: faultproxy.Image, Path: `^/v2/images/[^/]+/file$`}
+	callNewImage = faultproxy.Rule{Method: http.MethodPost, Service: faultproxy.Image, Path: `^/v2/images$`}
+	callUpload   = faultproxy.Rule{Method: http.MethodPut, Service: faultproxy.Image, Path: `^/v2/images/[^/]+/file$`}
+	callPublish  = faultproxy.Rule{Method: http.MethodPatch, Service: faultproxy.Image, Path: `^/v2/images/[^/]+$`}
+	callPrune    = faultproxy.Rule{Method: http.MethodDelete, Service: faultproxy.Image, Path: `^/v2/images/[^/]+$`}
+	callDelete   = faultproxy.Rule{Method: http.MethodDelete, Service: faultproxy.Compute, Path: `^/v2\.1/servers/` + uuidRE + `$`}
+)
+
+// uuidRE matches a server ID (not "detail", the list call's path).
+const uuidRE = `[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`
+
+// The faults of the table. Each hits one call once: the builder must retry
+// it (or, for a create, find what it made) and succeed.
+var transientFaults = []struct {
+	name  string
+	fault faultproxy.Fault
+}{
+	{"500", faultproxy.Status(http.StatusInternalServerError)},
+	{"503", faultproxy.Status(http.StatusServiceUnavailable)},
+	{"reset", faultproxy.Reset()},
+	{"stall", faultproxy.Stall(0)},       // held until the client gives up
+	{"cut", faultproxy.CutResponse(100)}, // the call was made; its reply breaks off
+	{"401", faultproxy.Unauthorized()},   // an expired token: re-authenticate
+}
+
+// uploadFaults hit an upload in flight (the snapshot is 1 MiB).
+var uploadFaults = []struct {
+	name  string
+	fault faultproxy.Fault
+}{
+	{"500 mid-upload", faultproxy.StatusAfter(http.StatusInternalServerError, 256<<10)},
+	{"503", faultproxy.Status(http.StatusServiceUnavailable)},
+	{"reset", faultproxy.Reset()},
+	{"stall", faultproxy.Stall(0)},
+	{"cut upload", faultproxy.CutRequest(256 << 10)},
+	{"401 mid-upload", faultproxy.StatusAfter(http.StatusUnauthorized, 256<<10)},
+}
+
+// faultCell is one row of the table: rules to add, and what must follow.
+type faultCell struct {
+	step  string
+	fault string
+	rules []faultproxy.Rule
+	// want is the exit code: 0 (published, the old revision pruned), 10
+	// (published, the old revision kept) or a failure's (nothing published,
+	// nothing of the build left).
+	want int
+	// msg must appear in the error (for a failure).
+	msg string
+	// keepsOld: published, but the old revisions were not pruned.
+	keepsOld bool
+	// leavesServer: the cloud refused to delete the builder; the error names
+	// it and the test removes it.
+	leavesServer bool
+	// signal, if set, is sent to this process when the rule fires (the
+	// call is held, never forwarded): the build runs under
+	// signal.NotifyContext as the binary's main does.
+	signal syscall.Signal
+	// atStep, if set, sends signal when that step starts (for steps that
+	// make no API call); withGuest keeps the guest steps in the build.
+	atStep    string
+	withGuest bool
+}
+
+func rule(base faultproxy.Rule, when faultproxy.When, f faultproxy.Fault) faultproxy.Rule {
+	base.When, base.Fault = when, f
+	return base
+}
+
+// faultCells is the table: every fault at every guest-less step once (the
+// builder retries and succeeds), then faults that do not go away (a clear
+// error, its exit code, nothing left).
+func faultCells() []faultCell {
+	var cells []faultCell
+	transient := func(step string, call faultproxy.Rule, when faultproxy.When) {
+		for _, f := range transientFaults {
+			cells = append(cells, faultCell{step: step, fault: f.name, rules: []faultproxy.Rule{rule(call, when, f.fault)}})
+		}
+	}
+	transient("create", callCreate, faultproxy.Nth(1))
+	transient("wait", callWait, faultproxy.Nth(2)) // the first is create's read-back, the second a poll
+	// A guest-less build's actions are os-stop, then createImage.
+	transient("snapshot", callAction, faultproxy.Nth(2))
+	transient("copy download", callDownload, faultproxy.Nth(1))
+	transient("copy create", callNewImage, faultproxy.Nth(1))
+	for _, f := range uploadFaults {
+		cells = append(cells, faultCell{step: "copy upload", fault: f.name, rules: []faultproxy.Rule{rule(callUpload, faultproxy.Nth(1), f.fault)}})
+	}
+	transient("publish", callPublish, faultproxy.Nth(1))
+	transient("prune", callPrune, faultproxy.Nth(1))
+	transient("delete", callDelete, faultproxy.Nth(1))
+
+	every := faultproxy.Every()
+	cells = append(cells,
+		faultCell{step: "create", fault: "500 always", want: 6, msg: "creating builder server",
+			rules: []faultproxy.Rule{rule(callCreate, every, faultproxy.Status(500))}},
+		faultCell{step: "create", fault: "401 always", want: 4, msg: "refused by the cloud",
+			rules: []faultproxy.Rule{rule(callCreate, every, faultproxy.Unauthorized())}},
+		// Five 503s in a row exhaust the read-back's retries; the cleanup's
+		// reads that follow succeed, so the server is seen gone.
+		faultCell{step: "wait", fault: "503 five times", want: 6, msg: "creating builder server",
+			rules: []faultproxy.Rule{rule(callWait, faultproxy.FirstN(5), faultproxy.Status(503))}},
+		faultCell{step: "snapshot", fault: "reset always", want: 8, msg: "snapshotting the builder",
+			rules: []faultproxy.Rule{rule(callAction, faultproxy.Nth(2), faultproxy.Reset()),
+				rule(callAction, faultproxy.Nth(3), faultproxy.Reset()), rule(callAction, faultproxy.Nth(4), faultproxy.Reset())}},
+		faultCell{step: "copy download", fault: "cut always", want: 8, msg: "downloading snapshot",
+			rules: []faultproxy.Rule{rule(callDownload, every, faultproxy.CutResponse(64<<10))}},
+		faultCell{step: "copy upload", fault: "cut always", want: 8, msg: "uploading image",
+			rules: []faultproxy.Rule{rule(callUpload, every, faultproxy.CutRequest(256<<10))}},
+		faultCell{step: "publish", fault: "500 always", want: 8, msg: "publishing image",
+			rules: []faultproxy.Rule{rule(callPublish, every, faultproxy.Status(500))}},
+		faultCell{step: "prune", fault: "500 always", want: 10, msg: "not all pruned", keepsOld: true,
+			rules: []faultproxy.Rule{rule(callPrune, every, faultproxy.Status(500))}},
+		faultCell{step: "delete", fault: "500 always", want: 10, msg: "sweep --prefix", leavesServer: true,
+			rules: []faultproxy.Rule{rule(callDelete, every, faultproxy.Status(500))}},
+	)
+	// SIGINT and SIGTERM at each step, while one of its calls is in flight.
+	// Cleanups run on their own context: a signal during the builder's
+	// deletion changes nothing; one during pruning keeps what was published.
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		for _, at := range []struct {
+			step string
+			call faultproxy.Rule
+			when faultproxy.When
+			want int
+		}{
+			{"create", callCreate, faultproxy.Nth(1), 130},
+			{"wait", callWait, faultproxy.Nth(2), 130},
+			{"snapshot", callAction, faultproxy.Nth(2), 130},
+			{"copy download", callDownload, faultproxy.Nth(1), 130},
+			{"copy upload", callUpload, faultproxy.Nth(1), 130},
+			{"publish", callPublish, faultproxy.Nth(1), 130},
+			{"prune", callPrune, faultproxy.Nth(1), 130},
+			{"delete", callDelete, faultproxy.Nth(1), 0},
+		} {
+			cells = append(cells, faultCell{step: at.step, fault: sig.String(), want: at.want, msg: "interrupted", signal: sig,
+				keepsOld: at.step == "prune", rules: []faultproxy.Rule{rule(at.call, at.when, faultproxy.Stall(0))}})
+		}
+		// The ssh step of a server with no OS: it waits for an sshd that
+		// never answers (the guest-booting tests interrupt cloud-init and
+		// the script).
+		cells = append(cells, faultCell{step: "ssh", fault: sig.String(), want: 130, msg: "interrupted", signal: sig,
+			atStep: "ssh", withGuest: true})
+	}
+	return cells
+}
+
+// TestFaultTable drives guest-less builds (a base image with no OS: the test
+// Nova makes its server ACTIVE at once and snapshots it as it is) through
+// internal/faultproxy, one fault per build, and checks after each: the exit
+// code, the images of the name in both publish clouds (the operator's own
+// image of the same name is never touched; the previous revision goes only
+// when a new one is published), no builder server, no scratch file.
+func TestFaultTable(t *testing.T) {
+	testenv.Require(t)
+	prefix := testenv.Prefix(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+
+	ao, _, _, err := clouds.Parse(clouds.WithCloudName(testenv.BuildCloud), clouds.WithLocations(testenv.CloudsFile()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := faultproxy.New(ao.IdentityEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.ResponseHeaderTimeout = faultResponseTimeout
+	hc := &http.Client{Transport: transport}
+	connect := func(ctx context.Context, cloud string, log *slog.Logger) (Cloud, error) {
+		return openstack.Connect(ctx, cloud, openstack.WithLogger(log), openstack.WithHTTPClient(hc),
+			openstack.WithCloudsPaths(testenv.CloudsFile()), openstack.WithAuthURL(proxy.AuthURL()))
+	}
+
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	imageName := config.ImageName(prefix, config.BaseNoble, config.ArchX64)
+	publish := []string{testenv.BuildCloud, testenv.UploadCloud}
+	direct := map[string]*testenv.Cloud{}
+	foreign := map[string]string{}
+	for _, name := range publish {
+		direct[name] = testenv.MustConnect(t, ctx, name)
+		// The operator's own image of the same name: not ours, never deleted.
+		foreign[name] = uploadFaultImage(t, ctx, direct[name], dir, imageName, 4<<10)
+	}
+	uploadFaultImage(t, ctx, direct[testenv.BuildCloud], dir, config.BaseImageName(prefix, config.BaseNoble, config.ArchX64), 1<<20)
+	verify := filepath.Join(dir, "verify.sh")
+	if err := os.WriteFile(verify, []byte("#!/bin/sh\ntrue\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"HOME": dir, "XDG_STATE_HOME": filepath.Join(dir, "state"), "TMPDIR": tmp}
+	o := &OpenStack{Connect: connect, Getenv: func(k string) string { return env[k] }, Version: "fault-table",
+		CleanupTimeout: 2 * time.Minute, withoutGuest: true}
+	spec := config.RunSpec{
+		ImageName: imageName, Cloud: testenv.BuildCloud, Arch: config.ArchX64, Base: config.BaseNoble,
+		Prefix: prefix, KeepRevisions: 1, UploadClouds: publish, Visibility: config.VisibilityPrivate,
+		RunnerRepo: config.DefaultRunnerRepo, RunnerAPIURL: config.DefaultRunnerAPIURL, Timeouts: config.DefaultTimeouts(),
+		Builder: config.BuilderOpenStack, Flavor: testenv.FlavorMin, Network: testenv.Network,
+		UserDataFile: "/dev/null", VerifyScriptFile: verify, SkipDefaultChecks: true,
+	}
+	t.Cleanup(func() {
+		removeBuildLeftovers(t, func(ctx context.Context, cloud string, log *slog.Logger) (Cloud, error) {
+			return openstack.Connect(ctx, cloud, openstack.WithLogger(log), openstack.WithCloudsPaths(testenv.CloudsFile()))
+		}, prefix, imageName, publish)
+	})
+
+	// current are our revisions in each cloud (the newest is the one
+	// consumers use): what a failed build must leave, and what the next
+	// successful one prunes down to its own.
+	current := map[string][]string{}
+	build := func(t *testing.T, ctx context.Context, s config.RunSpec, c faultCell, hook *stepHook) ([]config.PublishedImage, error) {
+		var h slog.Handler = slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})
+		if hook != nil {
+			hook.Handler = h
+			h = hook
+		}
+		oc := *o
+		oc.withoutGuest = !c.withGuest
+		return oc.Run(ctx, slog.New(h), s, release.Release{}, []byte("#cloud-config\n"))
+	}
+	imgs, err := build(t, ctx, spec, faultCell{}, nil)
+	if err != nil {
+		t.Fatalf("build without faults: %v", err)
+	}
+	for _, im := range imgs {
+		current[im.Cloud] = []string{im.ID}
+	}
+
+	for _, c := range faultCells() {
+		t.Run(c.step+"/"+c.fault, func(t *testing.T) {
+			s := spec
+			bctx := ctx
+			if c.signal != 0 {
+				var stop context.CancelFunc
+				bctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+				defer stop()
+			}
+			var handles []*faultproxy.Handle
+			for i, r := range c.rules {
+				r.Name = fmt.Sprintf("%s %s #%d", c.step, c.fault, i)
+				if c.signal != 0 {
+					r.OnFire = func() { _ = syscall.Kill(os.Getpid(), c.signal) }
+				}
+				h, err := proxy.Add(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				handles = append(handles, h)
+			}
+			var hook *stepHook
+			if c.atStep != "" {
+				hook = newStepHook(c.atStep, func() { _ = syscall.Kill(os.Getpid(), c.signal) })
+			}
+			imgs, err := build(t, bctx, s, c, hook)
+			fired := 0
+			for _, h := range handles {
+				fired += h.Fired()
+				h.Remove()
+			}
+			if hook != nil && hook.fired.Load() {
+				fired++
+			}
+			if fired == 0 {
+				t.Errorf("the fault never fired: the cell proves nothing (requests: %v)", proxy.Requests())
+			}
+			proxy.ClearRequests()
+			code := 0
+			if err != nil {
+				code = errs.KindOf(err).ExitCode()
+			}
+			if code != c.want {
+				t.Errorf("exit code %d (%v), want %d", code, err, c.want)
+			}
+			if err != nil {
+				// (The CLI prints it on one line, a joined error's lines apart by "; ".)
+				if !strings.Contains(err.Error(), c.msg) {
+					t.Errorf("error %q: want it to name %q", err, c.msg)
+				}
+			}
+			if c.leavesServer {
+				removeBuilders(t, ctx, direct[testenv.BuildCloud], prefix)
+			}
+			want := map[string][]string{}
+			for _, name := range publish {
+				want[name] = append([]string{foreign[name]}, current[name]...)
+			}
+			switch {
+			case len(imgs) == len(publish) && c.keepsOld:
+				for _, im := range imgs {
+					current[im.Cloud] = append(current[im.Cloud], im.ID) // both stand
+				}
+			case len(imgs) == len(publish):
+				for _, im := range imgs {
+					current[im.Cloud] = []string{im.ID} // the old revisions were pruned
+				}
+			case code == 0 || code == 10 || (c.keepsOld && code == 130):
+				t.Fatalf("published %v, want one image per cloud of %v", imgs, publish)
+			case len(imgs) != 0:
+				t.Errorf("a failed build returned images %v", imgs)
+			}
+			if len(imgs) > 0 && code != 0 && code != 10 && code != 130 {
+				t.Errorf("exit %d came with images %v: only a published build (0, 10, 130) returns them", code, imgs)
+			}
+			if len(imgs) > 0 {
+				for _, name := range publish {
+					want[name] = append([]string{foreign[name]}, current[name]...)
+				}
+			}
+			for _, name := range publish {
+				got := imageIDs(t, ctx, direct[name], imageName)
+				slices.Sort(got)
+				slices.Sort(want[name])
+				if !slices.Equal(got, want[name]) {
+					t.Errorf("cloud %s: images named %s are %v, want %v (the operator's %s and ours)", name, imageName, got, want[name], foreign[name])
+				}
+				// What the cloud holds is the truth for the next cell.
+				current[name] = slices.DeleteFunc(got, func(id string) bool { return id == foreign[name] })
+			}
+			if srv := builderServers(t, ctx, direct[testenv.BuildCloud], prefix); len(srv) > 0 {
+				t.Errorf("builder servers left: %v", srv)
+			}
+			if left, _ := filepath.Glob(filepath.Join(tmp, "*")); len(left) > 0 {
+				t.Errorf("scratch files left: %v", left)
+			}
+		})
+	}
+}
+
+// uploadFaultImage uploads size random bytes as a raw image named name.
+func uploadFaultImage(t *testing.T, ctx context.Context, c *testenv.Cloud, dir, name string, size int) string {
+	t.Helper()
+	path := filepath.Join(dir, "upload.raw")
+	data := make([]byte, size)
+	_, _ = rand.Read(data)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id, err := testenv.UploadImage(ctx, c.Image, name, path, "raw", nil)
+	if id != "" {
+		t.Cleanup(func() { deleteDirect(t, c, id) })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func deleteDirect(t *testing.T, c *testenv.Cloud, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := images.Delete(ctx, c.Image, id).ExtractErr(); err != nil && !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+		t.Errorf("deleting image %s: %v", id, err)
+	}
+}
+
+// imageIDs lists the IDs of the project's images named name.
+func imageIDs(t *testing.T, ctx context.Context, c *testenv.Cloud, name string) []string {
+	t.Helper()
+	pages, err := images.List(c.Image, images.ListOpts{Name: name}).AllPages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := images.ExtractImages(pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, im := range all {
+		if im.Name == name {
+			ids = append(ids, im.ID)
+		}
+	}
+	return ids
+}
+
+// builderServers lists the project's servers whose name starts with prefix.
+func builderServers(t *testing.T, ctx context.Context, c *testenv.Cloud, prefix string) []string {
+	t.Helper()
+	pages, err := servers.List(c.Compute, servers.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := servers.ExtractServers(pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, s := range all {
+		if strings.HasPrefix(s.Name, prefix) {
+			out = append(out, s.Name+" "+s.ID)
+		}
+	}
+	return out
+}
+
+// removeBuilders deletes the servers a cell left on purpose.
+func removeBuilders(t *testing.T, ctx context.Context, c *testenv.Cloud, prefix string) {
+	t.Helper()
+	left := builderServers(t, ctx, c, prefix)
+	if len(left) == 0 {
+		t.Errorf("the cloud refused to delete the builder, yet no server is left")
+	}
+	for _, s := range left {
+		id := s[strings.LastIndex(s, " ")+1:]
+		if err := testenv.DeleteServer(ctx, c.Compute, id); err != nil {
+			t.Errorf("deleting server %s: %v", s, err)
+		}
+	}
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// stepHook is a log handler that calls fire (once) when the build logs
+// that step starts.
+type stepHook struct {
+	slog.Handler
+	step  string
+	fire  func()
+	once  *sync.Once
+	fired *atomic.Bool
+}
+
+func newStepHook(step string, fire func()) *stepHook {
+	return &stepHook{step: step, fire: fire, once: &sync.Once{}, fired: &atomic.Bool{}}
+}
+
+func (h *stepHook) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "step started" {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "step" && a.Value.String() == h.step {
+				h.once.Do(func() { h.fired.Store(true); h.fire() })
+			}
+			return true
+		})
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *stepHook) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *h
+	c.Handler = h.Handler.WithAttrs(as)
+	return &c
+}
+
+func (h *stepHook) WithGroup(name string) slog.Handler {
+	c := *h
+	c.Handler = h.Handler.WithGroup(name)
+	return &c
+}
