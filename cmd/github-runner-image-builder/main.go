@@ -17,8 +17,10 @@ func main() {
 	// SIGINT/SIGTERM cancel the root context: every wait returns, cleanups
 	// run, and the exit code is 130.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	go exitOnSecondSignal(ctx, os.Args[1:])
 	backend := builder.NewBackend(builder.Version())
+	ledger := &builder.Ledger{}
+	backend.OpenStack.Ledger = ledger
+	go exitOnSecondSignal(ctx, os.Args[1:], ledger.Left)
 	// --builder local: qemu on this host; progress lines when stderr is a terminal.
 	local := builder.NewLocal(backend.OpenStack, builder.Terminal(os.Stderr))
 	backend.LocalInit, backend.LocalRun = local.Init, local.Run
@@ -36,12 +38,12 @@ func main() {
 // exitOnSecondSignal waits for the first signal (ctx ends) and then for a
 // second one: an operator who presses Ctrl-C again does not want to wait for
 // the cleanups, so the process exits 130 at once, saying what may be left and
-// how to remove it.
-func exitOnSecondSignal(ctx context.Context, args []string) {
+// how to remove it (left lists what the builds recorded and did not remove).
+func exitOnSecondSignal(ctx context.Context, args []string, left func() []string) {
 	again := make(chan os.Signal, 1)
 	<-ctx.Done()
 	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
 	<-again
-	fmt.Fprintln(os.Stderr, cli.SecondInterruptMessage(args, os.Environ()))
+	fmt.Fprintln(os.Stderr, cli.SecondInterruptMessage(args, os.Environ(), left()))
 	os.Exit(130)
 }

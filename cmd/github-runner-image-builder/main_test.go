@@ -15,8 +15,8 @@ import (
 	"time"
 )
 
-// A second Ctrl-C ends the process at once with 130 and the sweep command,
-// without waiting for the cleanups. The run is a local build of a blank disk
+// A second Ctrl-C ends the process at once with 130, naming what is left
+// and the sweep command, without waiting for the cleanups. The run is a local build of a blank disk
 // (no OS, so no guest ever answers SSH): it stays in its SSH step until the
 // signals come.
 func TestSecondInterruptExitsAt130(t *testing.T) {
@@ -84,6 +84,10 @@ func TestSecondInterruptExitsAt130(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "sweep --prefix sig2 --older-than 1m --dry-run") {
 		t.Errorf("stderr lacks the sweep command:\n%s", stderr.String())
+	}
+	// What is left is named: the VM's work directory beside --output.
+	if !strings.Contains(stderr.String(), "left: directory "+filepath.Join(dir, ".grib-qemu-")) {
+		t.Errorf("stderr does not name the qemu directory left in %s:\n%s", dir, stderr.String())
 	}
 	// qemu dies with the builder (parent-death signal) even without cleanup.
 	for i := 0; ; i++ {

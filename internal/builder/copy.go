@@ -78,6 +78,7 @@ func (b *osBuild) copy(ctx context.Context) error {
 		return fmt.Errorf("creating a temporary file for the snapshot: %w", err)
 	}
 	res.tmp = sp.Name() // removed by cleanupCopies
+	b.o.Ledger.add(Left{Kind: "file", Name: res.tmp})
 	defer sp.Close()
 
 	cctx, cancel := context.WithCancel(ctx)
@@ -251,6 +252,7 @@ func (b *osBuild) copyTo(ctx context.Context, name string, res *copyResult, src 
 			if derr := c.DeleteImage(ctx, id); derr != nil {
 				return fmt.Errorf("cloud %s: uploading image %s: %w (deleting it to start again failed: %v)", name, id, err, derr)
 			}
+			b.o.Ledger.remove(b.imageLeft(name, id))
 			id = ""
 		}
 	}
@@ -295,6 +297,7 @@ func (b *osBuild) createCopy(ctx context.Context, c Cloud, res *copyResult) (str
 		res.mu.Lock()
 		res.created = append(res.created, publishedCopy{cloud: c, image: openstack.Image{ID: id, Name: b.spec.ImageName}})
 		res.mu.Unlock()
+		b.o.Ledger.add(b.imageLeft(c.Name(), id))
 	}
 	return id, err
 }
@@ -311,6 +314,8 @@ func (b *osBuild) cleanupCopies(ctx context.Context, failed bool) error {
 	if res.tmp != "" {
 		if err := os.Remove(res.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errsList = append(errsList, err)
+		} else {
+			b.o.Ledger.remove(Left{Kind: "file", Name: res.tmp})
 		}
 	}
 	if !failed {
@@ -335,6 +340,7 @@ func (b *osBuild) cleanupCopies(ctx context.Context, failed bool) error {
 				errsList = append(errsList, fmt.Errorf("cloud %s: %w", c.Name(), err))
 				continue
 			}
+			b.o.Ledger.remove(b.imageLeft(c.Name(), id))
 			b.log.Info("copy of the failed build deleted", "cloud", c.Name(), "id", id)
 		}
 	}

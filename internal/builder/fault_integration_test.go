@@ -256,7 +256,7 @@ func TestFaultTable(t *testing.T) {
 	// consumers use): what a failed build must leave, and what the next
 	// successful one prunes down to its own.
 	current := map[string][]string{}
-	build := func(t *testing.T, ctx context.Context, s config.RunSpec, c faultCell, hook *stepHook) ([]config.PublishedImage, error) {
+	build := func(t *testing.T, ctx context.Context, s config.RunSpec, c faultCell, hook *stepHook, ledger *Ledger) ([]config.PublishedImage, error) {
 		var h slog.Handler = slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})
 		if hook != nil {
 			hook.Handler = h
@@ -264,9 +264,10 @@ func TestFaultTable(t *testing.T) {
 		}
 		oc := *o
 		oc.withoutGuest = !c.withGuest
+		oc.Ledger = ledger
 		return oc.Run(ctx, slog.New(h), s, release.Release{}, []byte("#cloud-config\n"))
 	}
-	imgs, err := build(t, ctx, spec, faultCell{}, nil)
+	imgs, err := build(t, ctx, spec, faultCell{}, nil, nil)
 	if err != nil {
 		t.Fatalf("build without faults: %v", err)
 	}
@@ -299,7 +300,17 @@ func TestFaultTable(t *testing.T) {
 			if c.atStep != "" {
 				hook = newStepHook(c.atStep, func() { _ = syscall.Kill(os.Getpid(), c.signal) })
 			}
-			imgs, err := build(t, bctx, s, c, hook)
+			ledger := &Ledger{}
+			imgs, err := build(t, bctx, s, c, hook, ledger)
+			// What the build says it leaves is what a second Ctrl-C prints.
+			left := ledger.Left()
+			if c.leavesServer {
+				if len(left) != 1 || !strings.HasPrefix(left[0], "server ") {
+					t.Errorf("the ledger says %q is left; want the builder server only", left)
+				}
+			} else if len(left) > 0 {
+				t.Errorf("the ledger says %q is left; want nothing", left)
+			}
 			fired := 0
 			for _, h := range handles {
 				fired += h.Fired()

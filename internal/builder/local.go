@@ -306,6 +306,7 @@ func (b *localBuild) startVM(ctx context.Context) error {
 		return err
 	}
 	b.vm = vm
+	l.openstack().Ledger.add(Left{Kind: "directory", Name: vm.Dir()})
 	if l.onVM != nil {
 		l.onVM(vm)
 	}
@@ -327,7 +328,17 @@ func (b *localBuild) closeVM(context.Context, bool) error {
 	if b.vm == nil {
 		return nil
 	}
-	return b.vm.Close()
+	return b.closeVMFiles()
+}
+
+// closeVMFiles closes the VM and, once its directory is gone, takes it off
+// the ledger.
+func (b *localBuild) closeVMFiles() error {
+	err := b.vm.Close()
+	if err == nil {
+		b.l.openstack().Ledger.remove(Left{Kind: "directory", Name: b.vm.Dir()})
+	}
+	return err
 }
 
 // waitShutdown waits for the guest, told to power off by the guest steps,
@@ -366,7 +377,7 @@ func (b *localBuild) export(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := b.vm.Close(); err != nil {
+	if err := b.closeVMFiles(); err != nil {
 		b.log.Warn("removing the VM's files", "error", err)
 	}
 	if fi, err := os.Stat(b.partial); err == nil {

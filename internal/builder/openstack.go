@@ -42,6 +42,9 @@ type OpenStack struct {
 	StopTimeout time.Duration
 	// Output receives the script's output; nil logs it at info level.
 	Output io.Writer
+	// Ledger records what runs made and have not removed yet, for a process
+	// that exits before its cleanups (see Ledger); nil records nothing.
+	Ledger *Ledger
 
 	// Test seams, set only by this package's tests and benchmarks.
 	// withoutGuest leaves the guest steps out: the server's image has no OS
@@ -341,6 +344,7 @@ func (b *osBuild) createServer(ctx context.Context) error {
 		func(ctx context.Context) (string, error) { return firstOf(b.serversOfBuild(ctx)) })
 	if id != "" {
 		b.serverID = id
+		b.o.Ledger.add(b.serverLeft(id))
 	}
 	if err != nil {
 		return errs.Wrap(buildKind(err), err, "creating builder server %s", name)
@@ -361,6 +365,15 @@ func buildKind(err error) errs.Kind {
 		return k
 	}
 	return errs.KindBuild
+}
+
+func (b *osBuild) serverLeft(id string) Left {
+	return Left{Kind: "server", Where: b.spec.Cloud, Name: b.builderName(), ID: id}
+}
+
+// imageLeft is an image of this build not yet published.
+func (b *osBuild) imageLeft(cloud, id string) Left {
+	return Left{Kind: "image", Where: cloud, Name: b.spec.ImageName, ID: id}
 }
 
 // serversOfBuild lists the servers with the builder's name and this
@@ -396,6 +409,7 @@ func (b *osBuild) deleteServer(ctx context.Context, _ bool) error {
 		if err := b.cloud.DeleteServer(ctx, id); err != nil {
 			return err
 		}
+		b.o.Ledger.remove(b.serverLeft(id))
 		b.log.Info("builder server deleted", "id", id)
 	}
 	return nil
@@ -442,6 +456,7 @@ func (b *osBuild) createSnapshot(ctx context.Context) error {
 		})
 	if id != "" {
 		b.snapshot = &openstack.Image{ID: id, Name: b.spec.ImageName}
+		b.o.Ledger.add(b.imageLeft(b.spec.Cloud, id))
 	}
 	if err != nil {
 		return errs.Wrap(errs.KindPublish, err, "snapshotting the builder")
@@ -479,6 +494,7 @@ func (b *osBuild) deleteSnapshot(ctx context.Context, failed bool) error {
 		if err := b.cloud.DeleteImage(ctx, id); err != nil {
 			return err
 		}
+		b.o.Ledger.remove(b.imageLeft(b.spec.Cloud, id))
 		b.log.Info("snapshot of the failed build deleted", "id", id)
 	}
 	return nil
@@ -511,6 +527,7 @@ func (b *osBuild) publish(ctx context.Context) error {
 		if err := c.cloud.UpdateImage(ctx, c.image.ID, props, string(b.spec.Visibility)); err != nil {
 			return errs.Wrap(errs.KindPublish, err, "publishing image %s in cloud %s", c.image.ID, name)
 		}
+		b.o.Ledger.remove(b.imageLeft(name, c.image.ID)) // published: meant to stay
 		b.log.Info("image published", "cloud", name, "image", c.image.Name, "id", c.image.ID, "visibility", string(b.spec.Visibility))
 	}
 	b.published = nil

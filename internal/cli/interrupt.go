@@ -7,11 +7,12 @@ import (
 )
 
 // SecondInterruptMessage is what the process prints when a second SIGINT or
-// SIGTERM makes it exit before its cleanups finished: that resources of the
-// build may be left, and the sweep command that lists and removes them, with
-// the cloud and prefix of this invocation (args without the program name,
-// environ as os.Environ()).
-func SecondInterruptMessage(args, environ []string) string {
+// SIGTERM makes it exit before its cleanups finished: what is left (left:
+// one entry per resource, file or directory the builds recorded and did not
+// remove yet), and the sweep command that lists and removes cloud resources,
+// with the cloud and prefix of this invocation (args without the program
+// name, environ as os.Environ()).
+func SecondInterruptMessage(args, environ, left []string) string {
 	cloud := flagValue(args, "--os-cloud")
 	if cloud == "" {
 		cloud = config.Getenv(environ)("OS_CLOUD")
@@ -21,10 +22,13 @@ func SecondInterruptMessage(args, environ []string) string {
 		cmd += " --os-cloud " + shellWord(cloud)
 	}
 	cmd += " sweep --prefix " + shellWord(flagValue(args, "--prefix"))
-	return "Error: interrupted again: exiting before cleanup finished; this build's servers, " +
-		"keypairs, temporary images or qemu files may be left. List them with `" + cmd +
+	what := "this build's servers, keypairs, temporary images or qemu files may be left"
+	if len(left) > 0 {
+		what = "left: " + strings.Join(left, ", ")
+	}
+	return "Error: interrupted again: exiting before cleanup finished; " + what + ". List cloud resources with `" + cmd +
 		" --older-than 1m --dry-run` and remove them with the same command without --dry-run " +
-		"(local builds: remove the .grib-qemu-* directory beside --output)"
+		"(files and directories on this host: remove them by hand)"
 }
 
 // flagValue returns the last value of a long flag given as "--name value"

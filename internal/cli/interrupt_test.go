@@ -24,7 +24,7 @@ func TestSecondInterruptMessage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := SecondInterruptMessage(tt.args, tt.environ)
+			got := SecondInterruptMessage(tt.args, tt.environ, nil)
 			if !strings.Contains(got, tt.want) {
 				t.Errorf("message %q lacks %q", got, tt.want)
 			}
@@ -32,5 +32,18 @@ func TestSecondInterruptMessage(t *testing.T) {
 				t.Errorf("want one Error: line, got %q", got)
 			}
 		})
+	}
+}
+
+func TestSecondInterruptMessageNamesWhatIsLeft(t *testing.T) {
+	left := []string{"server p-image-builder-noble-x64 (s1) in cloud it-a", "file /tmp/grib-snapshot-1.img"}
+	got := SecondInterruptMessage([]string{"run", "x", "--prefix", "p"}, nil, left)
+	for _, want := range append(left, "left: ", "sweep --prefix p") {
+		if !strings.Contains(got, want) {
+			t.Errorf("message %q lacks %q", got, want)
+		}
+	}
+	if strings.Contains(got, "may be left") || strings.Contains(got, "\n") {
+		t.Errorf("message %q: want one line naming what is left, not a guess", got)
 	}
 }
