@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/clock"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 )
@@ -155,7 +156,7 @@ func (b *osBuild) download(ctx context.Context, sp *spool) (Digests, error) {
 		}
 		b.log.Warn("downloading the snapshot failed; starting again", "id", b.snapshot.ID, "attempt", attempt,
 			"held", sp.Len(), "error", err)
-		if err := pause(ctx, retryPause); err != nil {
+		if err := clock.Sleep(ctx, retryPause); err != nil {
 			return Digests{}, fmt.Errorf("downloading snapshot %s: %w", b.snapshot.ID, err)
 		}
 	}
@@ -243,7 +244,7 @@ func (b *osBuild) copyTo(ctx context.Context, name string, res *copyResult, src 
 			return fmt.Errorf("cloud %s: uploading image %s: %w", name, id, err)
 		}
 		b.log.Warn("uploading the copy failed; sending it again", "cloud", name, "id", id, "attempt", attempt, "error", err)
-		if err := pause(ctx, retryPause); err != nil {
+		if err := clock.Sleep(ctx, retryPause); err != nil {
 			return fmt.Errorf("cloud %s: uploading image %s: %w", name, id, err)
 		}
 		if im, gerr := c.GetImage(ctx, id); gerr != nil || im.Status != openstack.ImageQueued {

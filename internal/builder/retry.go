@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/clock"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 )
 
@@ -42,7 +43,7 @@ func createAdoptingWith(ctx context.Context, log *slog.Logger, what string, wait
 		}
 		log.Warn("create failed with a transient error; looking for what it may have made before trying again",
 			"what", what, "attempt", attempt, "error", err)
-		if err := pause(ctx, wait); err != nil {
+		if err := clock.Sleep(ctx, wait); err != nil {
 			return "", fmt.Errorf("%s: %w", what, err)
 		}
 		found, ferr := find(ctx)
@@ -53,18 +54,6 @@ func createAdoptingWith(ctx context.Context, log *slog.Logger, what string, wait
 			log.Info("the failed create had made it: adopted", "what", what, "id", found)
 			return found, nil
 		}
-	}
-}
-
-// pause waits for d or until ctx ends.
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/clock"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 )
 
@@ -151,7 +152,7 @@ const (
 func (c *Cloud) poll(ctx context.Context, check func(context.Context) (bool, error)) error {
 	pause := c.sleep
 	if pause == nil {
-		pause = sleepCtx
+		pause = clock.Sleep
 	}
 	interval := pollFirst
 	for {
@@ -163,17 +164,5 @@ func (c *Cloud) poll(ctx context.Context, check func(context.Context) (bool, err
 			return err
 		}
 		interval = min(interval*3/2, pollMax)
-	}
-}
-
-// sleepCtx waits for d or until ctx ends (returning ctx.Err()).
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

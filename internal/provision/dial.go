@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/clock"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 )
 
@@ -49,7 +50,7 @@ func (t Target) retryInterval() time.Duration {
 
 func (t Target) sleeper() func(context.Context, time.Duration) error {
 	if t.sleep == nil {
-		return sleep
+		return clock.Sleep
 	}
 	return t.sleep
 }
@@ -171,16 +172,4 @@ func dialOnce(ctx context.Context, t Target, keys *acceptedKeys) (*ssh.Client, s
 		return nil, nil, err
 	}
 	return ssh.NewClient(c, chans, reqs), presented, nil
-}
-
-// sleep waits for d or until ctx ends, whichever is first.
-func sleep(ctx context.Context, d time.Duration) error {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-timer.C:
-		return nil
-	}
 }

@@ -140,19 +140,19 @@ func (r fakeResolver) Resolve(_ context.Context, _ string, a config.Arch, _ stri
 	return release.Release{Version: r.version, Arch: a}, nil
 }
 
-// clock is a settable time.
-type clock struct {
+// fakeClock is a settable time.
+type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
 }
 
-func (c *clock) Now() time.Time {
+func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.t
 }
 
-func (c *clock) Add(d time.Duration) {
+func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
@@ -194,9 +194,9 @@ func testConfig(t *testing.T, extra string) *Config {
 }
 
 // testService wires a Service with fakes around cfg.
-func testService(t *testing.T, cfg *Config) (*Service, *fakeBuilder, *fakeCatalog, *clock) {
+func testService(t *testing.T, cfg *Config) (*Service, *fakeBuilder, *fakeCatalog, *fakeClock) {
 	t.Helper()
-	clk := &clock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+	clk := &fakeClock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
 	cat := newFakeCatalog()
 	b := &fakeBuilder{catalog: cat, now: clk.Now, version: "2.330.0"}
 	var sleeps sleepLog

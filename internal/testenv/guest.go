@@ -13,6 +13,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/clock"
 )
 
 // The block cloud-init's keys_to_console module writes to the serial console.
@@ -69,7 +71,7 @@ func WaitConsoleHostKeys(ctx context.Context, compute *gophercloud.ServiceClient
 		if perr == nil {
 			return keys, out, nil
 		}
-		if err := sleep(ctx, 3*time.Second); err != nil {
+		if err := clock.Sleep(ctx, 3*time.Second); err != nil {
 			return nil, out, fmt.Errorf("testenv: server %s: %v: %w", id, perr, err)
 		}
 	}
@@ -90,7 +92,7 @@ func DialGuest(ctx context.Context, addr, user string, signer ssh.Signer, hostKe
 		if err == nil {
 			return client, nil
 		}
-		if werr := sleep(ctx, 2*time.Second); werr != nil {
+		if werr := clock.Sleep(ctx, 2*time.Second); werr != nil {
 			return nil, fmt.Errorf("testenv: ssh %s@%s: %v: %w", user, addr, err, werr)
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/clock"
 )
 
 // UploadTestImage uploads the test guest image (TestImage) to cloud as a
@@ -77,7 +79,7 @@ func WaitImage(ctx context.Context, image *gophercloud.ServiceClient, id string)
 		case images.ImageStatusKilled, images.ImageStatusDeleted, images.ImageStatusPendingDelete:
 			return im, fmt.Errorf("testenv: image %s is %s", id, im.Status)
 		}
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := clock.Sleep(ctx, time.Second); err != nil {
 			return im, fmt.Errorf("testenv: image %s is %s, waiting for active: %w", id, im.Status, err)
 		}
 	}

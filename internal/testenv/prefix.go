@@ -19,6 +19,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/users"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/clock"
 )
 
 const (
@@ -152,7 +154,7 @@ func leakedServers(ctx context.Context, admin *Cloud, prefix string) ([]Leak, er
 		if !deleting || time.Now().After(deadline) {
 			return leaks, nil
 		}
-		if err := sleep(ctx, 2*time.Second); err != nil {
+		if err := clock.Sleep(ctx, 2*time.Second); err != nil {
 			return nil, err
 		}
 	}
@@ -320,7 +322,7 @@ func DeleteServer(ctx context.Context, compute *gophercloud.ServiceClient, id st
 		if isNotFound(err) {
 			return nil
 		}
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := clock.Sleep(ctx, time.Second); err != nil {
 			return fmt.Errorf("server %s still there after delete: %w", id, err)
 		}
 	}
@@ -340,20 +342,8 @@ func WaitServer(ctx context.Context, compute *gophercloud.ServiceClient, id, wan
 		if s.Status == "ERROR" && want != "ERROR" {
 			return s, fmt.Errorf("server %s went ERROR waiting for %s: %s", id, want, s.Fault.Message)
 		}
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := clock.Sleep(ctx, time.Second); err != nil {
 			return s, fmt.Errorf("server %s is %s (task %q), waiting for %s: %w", id, s.Status, s.TaskState, want, err)
 		}
-	}
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-tm.C:
-		return nil
 	}
 }
