@@ -3,6 +3,7 @@ package provision
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
@@ -20,6 +21,10 @@ import (
 // host key the guest presented at the first dial (no console re-check, no
 // trust on first use of a new key). A connection lost while the user's
 // script runs is never retried: the script may not be safe to run twice.
+
+// ErrKeyRemoved is in the error of a guest whose connection was lost after
+// Clean removed the builder's key: no new login can succeed.
+var ErrKeyRemoved = errors.New("the builder's key was removed from the guest")
 
 // probeTimeout bounds the keepalive that tells a live connection from a
 // dead one before a step starts.
@@ -152,7 +157,8 @@ func (g *Guest) reconnect(ctx context.Context, cause error) error {
 	case closed:
 		return errs.Wrap(errs.KindInternal, cause, "SSH to %s: the connection was closed", g.addr)
 	case keyRemoved:
-		return errs.Wrap(errs.KindBuild, cause, "the SSH connection to %s was lost after the builder's key was removed from the guest, so it cannot be reopened", g.addr)
+		return errs.Wrap(errs.KindBuild, fmt.Errorf("%w: %w", ErrKeyRemoved, cause),
+			"the SSH connection to %s was lost after the builder's key was removed from the guest, so it cannot be reopened", g.addr)
 	}
 	if old != nil {
 		_ = old.client.Close()

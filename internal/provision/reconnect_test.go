@@ -380,7 +380,7 @@ func TestNoRedialAfterTheKeyIsRemoved(t *testing.T) {
 	}
 	p.ResetAll()
 	err := g.PowerOff(ctx)
-	if !errs.Is(err, errs.KindBuild) || !strings.Contains(err.Error(), "cannot be reopened") {
+	if !errs.Is(err, errs.KindBuild) || !errors.Is(err, ErrKeyRemoved) || !strings.Contains(err.Error(), "cannot be reopened") {
 		t.Fatalf("got %v, want a build error saying the connection cannot be reopened", err)
 	}
 	if f.connectionCount() != 1 {
