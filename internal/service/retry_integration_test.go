@@ -113,13 +113,14 @@ schedule: {base_image_refresh: 0s}
 	}
 
 	tests := []struct {
-		name  string
-		fault faultproxy.Fault
-		fired int // create-server calls: 3 attempts when transient, else 1
+		name   string
+		fault  faultproxy.Fault
+		builds int // build attempts: 3 when transient, else 1
+		fired  int // create-server calls: each build tries a transient create 3 times
 	}{
-		{"503 retried", faultproxy.Status(503), 3},
-		{"reset retried", faultproxy.Reset(), 3},
-		{"400 not retried", faultproxy.Status(400), 1},
+		{"503 retried", faultproxy.Status(503), 3, 9},
+		{"reset retried", faultproxy.Reset(), 3, 9},
+		{"400 not retried", faultproxy.Status(400), 1, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,8 +138,8 @@ schedule: {base_image_refresh: 0s}
 				t.Errorf("create server was called %d times, want %d", h.Fired(), tt.fired)
 			}
 			retries := strings.Count(errb.String(), "transient cloud error: retrying the build")
-			if retries != tt.fired-1 {
-				t.Errorf("%d retries logged, want %d", retries, tt.fired-1)
+			if retries != tt.builds-1 {
+				t.Errorf("%d retries logged, want %d", retries, tt.builds-1)
 			}
 			if code == 0 || !strings.Contains(out.String(), name+"  failed") {
 				t.Errorf("exit %d, stdout %q: want the cell reported failed", code, out.String())
