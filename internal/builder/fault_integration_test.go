@@ -30,9 +30,10 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
 
-// faultResponseTimeout is the builder's wait for a response in the fault
-// table (openstack.ResponseTimeout in production): a stalled call fails
-// after it and is retried like any other transient fault.
+// faultResponseTimeout is the builder's wait for a response, and for a
+// transfer's next byte, in the fault table (openstack.ResponseTimeout and
+// TransferIdleTimeout in production): a stalled call or transfer fails after
+// it and is retried like any other transient fault.
 const faultResponseTimeout = 5 * time.Second
 
 // The API calls of each guest-less step of the openstack builder, as the
@@ -125,6 +126,10 @@ func faultCells() []faultCell {
 	// A guest-less build's actions are os-stop, then createImage.
 	transient("snapshot", callAction, faultproxy.Nth(2))
 	transient("copy download", callDownload, faultproxy.Nth(1))
+	// A download that stops in the middle: the builder's transfer idle
+	// timeout ends it, and it starts again.
+	cells = append(cells, faultCell{step: "copy download", fault: "stall mid-body",
+		rules: []faultproxy.Rule{rule(callDownload, faultproxy.Nth(1), faultproxy.StallResponse(256<<10))}})
 	transient("copy create", callNewImage, faultproxy.Nth(1))
 	for _, f := range uploadFaults {
 		cells = append(cells, faultCell{step: "copy upload", fault: f.name, rules: []faultproxy.Rule{rule(callUpload, faultproxy.Nth(1), f.fault)}})
@@ -214,6 +219,7 @@ func TestFaultTable(t *testing.T) {
 	hc := &http.Client{Transport: transport}
 	connect := func(ctx context.Context, cloud string, log *slog.Logger) (Cloud, error) {
 		return openstack.Connect(ctx, cloud, openstack.WithLogger(log), openstack.WithHTTPClient(hc),
+			openstack.WithTransferIdleTimeout(faultResponseTimeout),
 			openstack.WithCloudsPaths(testenv.CloudsFile()), openstack.WithAuthURL(proxy.AuthURL()))
 	}
 

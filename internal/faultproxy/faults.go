@@ -30,6 +30,7 @@ type recorder struct {
 	status     int             // first final status written; 0 if none
 	written    int64           // response body bytes written
 	cutAfter   int64           // response body bytes let through before a reset; <0: no cut
+	stallFirst <-chan struct{} // if set, the reset waits for it (the request's end) or Close
 	requestCut atomic.Bool     // set by cutReader (on the transport's goroutine)
 	hijacked   atomic.Bool     // the connection was reset; nothing more may be written
 	done       <-chan struct{} // the proxy's: closed by Close
@@ -70,6 +71,13 @@ func (w *recorder) Write(b []byte) (int, error) {
 		w.written += int64(n)
 		if err != nil {
 			return n, err
+		}
+		if w.stallFirst != nil {
+			_ = http.NewResponseController(w.ResponseWriter).Flush()
+			select { // a stalled transfer: nothing more until the client gives up
+			case <-w.stallFirst:
+			case <-w.done:
+			}
 		}
 		w.reset()
 		return n, errResponseCut

@@ -359,6 +359,8 @@ func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = &cutReader{r: r.Body, left: fault.after, rec: rec}
 	case faultCutResponse:
 		rec.cutAfter = fault.after
+	case faultStallResponse:
+		rec.cutAfter, rec.stallFirst = fault.after, r.Context().Done()
 	}
 	rt.forward(rec, r)
 }

@@ -464,6 +464,46 @@ func TestCutResponse(t *testing.T) {
 	}
 }
 
+// A stalled response delivers its first n bytes, then nothing until the
+// client gives up.
+func TestStallResponse(t *testing.T) {
+	full := bytes.Repeat([]byte("0123456789"), 100_000)
+	up := newUpstreams(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(full)))
+		_, _ = w.Write(full)
+	}), nil)
+	p := newProxy(t, up.keystone.URL)
+	compute := catalog(t, p)[Compute]
+	mustAdd(t, p, Rule{Method: "get", Path: "/download", Fault: StallResponse(5000)})
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, compute+"/download", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("the status and headers should arrive: %v", err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 5000)
+	if _, err := io.ReadFull(resp.Body, first); err != nil || !bytes.Equal(first, full[:5000]) {
+		t.Fatalf("the first 5000 bytes should arrive: %v", err)
+	}
+	more := make(chan error, 1)
+	go func() {
+		_, err := resp.Body.Read(make([]byte, 1))
+		more <- err
+	}()
+	select {
+	case err := <-more:
+		t.Fatalf("a byte past the stall arrived (err %v)", err)
+	case <-time.After(200 * time.Millisecond): // nothing comes: the client gives up
+	}
+	cancel()
+	if err := <-more; err == nil {
+		t.Error("the read after the client gave up succeeded")
+	}
+}
+
 func TestCutRequest(t *testing.T) {
 	type seen struct {
 		n   int64

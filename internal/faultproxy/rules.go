@@ -101,6 +101,7 @@ const (
 	faultStall
 	faultCutRequest
 	faultCutResponse
+	faultStallResponse
 )
 
 // Pass forwards the request unchanged (with Rule.OnFire, an observation point).
@@ -137,15 +138,21 @@ func CutRequest(n int64) Fault { return Fault{kind: faultCutRequest, after: n} }
 // client. A response shorter than n bytes arrives whole.
 func CutResponse(n int64) Fault { return Fault{kind: faultCutResponse, after: n} }
 
+// StallResponse forwards the request and the response status and headers,
+// lets the first n bytes of the response body through, then sends nothing
+// more until the client gives up (or the proxy closes) and resets it: a
+// transfer that stops in the middle.
+func StallResponse(n int64) Fault { return Fault{kind: faultStallResponse, after: n} }
+
 func (f Fault) validate() error {
 	switch f.kind {
 	case faultStatus:
 		if f.status < 400 || f.status > 599 {
 			return fmt.Errorf("faultproxy: Status needs a code from 400 to 599, got %d", f.status)
 		}
-	case faultCutRequest, faultCutResponse:
+	case faultCutRequest, faultCutResponse, faultStallResponse:
 		if f.after < 0 {
-			return fmt.Errorf("faultproxy: a cut needs n >= 0 bytes, got %d", f.after)
+			return fmt.Errorf("faultproxy: a cut or stalled response needs n >= 0 bytes, got %d", f.after)
 		}
 	}
 	if f.after < 0 {
@@ -173,6 +180,8 @@ func (f Fault) String() string {
 		return fmt.Sprintf("cut request after %d bytes", f.after)
 	case faultCutResponse:
 		return fmt.Sprintf("cut response after %d bytes", f.after)
+	case faultStallResponse:
+		return fmt.Sprintf("stall response after %d bytes", f.after)
 	default:
 		return "pass"
 	}

@@ -45,6 +45,9 @@ type Cloud struct {
 	// sleep pauses between the polls of a wait; nil is a real timer. Tests
 	// inject a fake clock here to check how soon a wait notices a change.
 	sleep func(ctx context.Context, d time.Duration) error
+	// transferIdle bounds an image transfer's wait on the cloud (0:
+	// TransferIdleTimeout).
+	transferIdle time.Duration
 }
 
 // Name is the cloud's clouds.yaml name.
@@ -63,6 +66,7 @@ type connectOptions struct {
 	endpoints  map[string]string
 	paths      []string
 	getenv     func(string) string
+	transfer   time.Duration
 }
 
 // WithLogger sets the logger (default: discard).
@@ -72,6 +76,11 @@ func WithLogger(l *slog.Logger) Option { return func(o *connectOptions) { o.log 
 // custom transport or timeout. TLS settings from clouds.yaml are applied to
 // its transport when it is an *http.Transport.
 func WithHTTPClient(c *http.Client) Option { return func(o *connectOptions) { o.httpClient = c } }
+
+// WithTransferIdleTimeout replaces TransferIdleTimeout (tests).
+func WithTransferIdleTimeout(d time.Duration) Option {
+	return func(o *connectOptions) { o.transfer = d }
+}
 
 // WithAuthURL replaces the cloud's auth_url (tests put a fault proxy there).
 func WithAuthURL(u string) Option { return func(o *connectOptions) { o.authURL = u } }
@@ -143,7 +152,7 @@ func ConnectConfig(ctx context.Context, cfg *CloudConfig, opts ...Option) (*Clou
 	if err := gcopenstack.Authenticate(ctx, provider, ao); err != nil {
 		return nil, classifyAuth(err, cfg.Name, ao.IdentityEndpoint)
 	}
-	c := &Cloud{name: cfg.Name, log: log.With("cloud", cfg.Name), provider: provider}
+	c := &Cloud{name: cfg.Name, log: log.With("cloud", cfg.Name), provider: provider, transferIdle: o.transfer}
 	if r, ok := provider.GetAuthResult().(tokens3.CreateResult); ok {
 		if p, err := r.ExtractProject(); err == nil && p != nil {
 			c.projectID = p.ID

@@ -132,19 +132,31 @@ func (c *Cloud) UploadImage(ctx context.Context, id string, data io.ReadSeeker) 
 		}
 		ra = &seekReaderAt{rs: data}
 	}
-	if err := imagedata.Upload(ctx, c.image, id, newUploadBody(ra)).ExtractErr(); err != nil {
+	what := "upload of image " + id
+	rctx, w, stop := watchTransfer(ctx, what, c.transferIdle)
+	defer stop()
+	body := newUploadBody(ra)
+	body.watch = w
+	if err := imagedata.Upload(rctx, c.image, id, body).ExtractErr(); err != nil {
+		if se := stalled(rctx); se != nil {
+			err = se
+		}
 		return classify(err, "upload image "+id)
 	}
 	return nil
 }
 
-// DownloadImage streams image id's data; the caller closes it.
+// DownloadImage streams image id's data; the caller closes it. A body on
+// which the cloud sends nothing for the transfer idle timeout
+// (TransferIdleTimeout) fails with a *StalledError.
 func (c *Cloud) DownloadImage(ctx context.Context, id string) (io.ReadCloser, error) {
-	r := imagedata.Download(ctx, c.image, id)
+	rctx, w, stop := watchTransfer(ctx, "download of image "+id, c.transferIdle)
+	r := imagedata.Download(rctx, c.image, id)
 	if r.Err != nil {
+		stop()
 		return nil, classify(r.Err, "download image "+id)
 	}
-	return r.Body, nil
+	return &watchedBody{body: r.Body, rctx: rctx, w: w, stop: stop}, nil
 }
 
 // GetImage reads one image; a missing one is errs.KindNotFound.

@@ -20,6 +20,9 @@ import (
 // each send reads the whole file from its start and nothing else reads it.
 type uploadBody struct {
 	src io.ReaderAt
+	// watch, if set, is told when net/http holds a chunk it has read: it
+	// then waits on the cloud to take it, until the next Read.
+	watch *stallWatch
 
 	mu   sync.Mutex
 	off  int64
@@ -38,10 +41,14 @@ func newUploadBody(src io.ReaderAt) *uploadBody {
 func (b *uploadBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.watch.notWaiting() // reading the source is our side's time
 	n, err := b.src.ReadAt(p, b.off)
 	b.off += int64(n)
 	if err == io.EOF && n > 0 {
 		err = nil // io.Reader: report EOF on the next call
+	}
+	if err == nil {
+		b.watch.waiting() // net/http now sends the chunk: the cloud must take it
 	}
 	return n, err
 }
