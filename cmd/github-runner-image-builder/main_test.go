@@ -9,10 +9,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
 
 // A second Ctrl-C ends the process at once with 130, naming what is left
@@ -50,7 +51,7 @@ func TestSecondInterruptExitsAt130(t *testing.T) {
 		"--prefix", "sig2", "--base-image-file", disk, "--user-data", userData,
 		"--output", filepath.Join(dir, "out.qcow2"), "--ssh-timeout", "10m")
 	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(dir, "state"), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
-	var stderr lockedBuffer
+	var stderr testenv.LockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -100,22 +101,4 @@ func TestSecondInterruptExitsAt130(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for exec's copying goroutine and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

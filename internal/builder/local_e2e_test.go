@@ -84,7 +84,7 @@ test -f /var/lib/grib-e2e/recipe-marker
 
 	env := newLocalEnv(t, "OS_CLIENT_CONFIG_FILE="+testenv.CloudsFile(), "IMAGE_BUILDER_SECRET_E2E_TOKEN="+secret)
 	rec := &vmRecorder{}
-	var scriptOut syncBuffer
+	var scriptOut testenv.LockedBuffer
 	l := &Local{
 		OpenStack: &OpenStack{Getenv: env.getenv, Version: "e2e-test"},
 		Accel:     &qemu.AccelProbe{}, // the real probe

@@ -7,35 +7,17 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
 
-// syncBuffer is a bytes.Buffer safe for the progress goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestProgressIsQuietForJSONLogsAndNoTerminal(t *testing.T) {
-	var w syncBuffer
+	var w testenv.LockedBuffer
 	if p := newProgress(&w, slog.New(slog.NewJSONHandler(&w, nil)), nil); p != nil {
 		t.Error("progress with JSON logs")
 	}
@@ -66,7 +48,7 @@ func TestProgressIsQuietForJSONLogsAndNoTerminal(t *testing.T) {
 }
 
 func TestProgressLines(t *testing.T) {
-	var w syncBuffer
+	var w testenv.LockedBuffer
 	ticks := make(chan time.Time)
 	p := newProgress(&w, slog.New(slog.NewTextHandler(&w, nil)), func() (<-chan time.Time, func()) { return ticks, func() {} })
 	steps := p.wrap([]Step{
@@ -96,7 +78,7 @@ func TestProgressLines(t *testing.T) {
 }
 
 // waitLines waits until w holds n lines (the ticker goroutine printed).
-func waitLines(t *testing.T, w *syncBuffer, n int) {
+func waitLines(t *testing.T, w *testenv.LockedBuffer, n int) {
 	t.Helper()
 	for range 500 {
 		if strings.Count(w.String(), "\n") >= n {

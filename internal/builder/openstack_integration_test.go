@@ -84,7 +84,7 @@ func (e *itEnv) environ(extra ...string) []string {
 
 // cli runs the command line in-process with the real backend.
 func (e *itEnv) cli(ctx context.Context, environ []string, args ...string) (code int, stdout, stderr string) {
-	var out, errb lockedBuffer
+	var out, errb testenv.LockedBuffer
 	os := &builder.OpenStack{Getenv: e.getenv, Version: "it-test", Now: e.now}
 	app := &cli.App{Stdout: &out, Stderr: &errb, Environ: environ,
 		Backend: builder.Backend{OpenStack: os}.CLI()}
@@ -92,23 +92,6 @@ func (e *itEnv) cli(ctx context.Context, environ []string, args ...string) (code
 	e.t.Logf("$ github-runner-image-builder %s\n-> exit %d\n--- stdout\n%s\n--- stderr (tail)\n%s",
 		strings.Join(args, " "), code, out.String(), tailLines(errb.String(), 40))
 	return code, out.String(), errb.String()
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func tailLines(s string, n int) string {
@@ -716,7 +699,7 @@ func TestOpenStackRunSIGTERM(t *testing.T) {
 	cmd := exec.CommandContext(ctx, bin, runArgs(p, "--user-data", recipe, "--skip-default-checks", "--verify-script", verify,
 		"--insecure-skip-host-key-check")...)
 	cmd.Env = e.environ()
-	stderr := &lockedBuffer{}
+	stderr := &testenv.LockedBuffer{}
 	pr, pw := io.Pipe()
 	cmd.Stderr = io.MultiWriter(stderr, pw)
 	var stdout bytes.Buffer

@@ -1,7 +1,6 @@
 package provision
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -14,29 +13,17 @@ import (
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/faultproxy"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
 
 // logRecorder keeps what a Guest logs, to count its warnings.
-type logRecorder struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logRecorder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
+type logRecorder struct{ testenv.LockedBuffer }
 
 func (l *logRecorder) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-func (l *logRecorder) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.buf.String(), s)
-}
+func (l *logRecorder) count(s string) int { return strings.Count(l.String(), s) }
 
 // viaProxy puts a TCP fault proxy in front of the fake guest.
 func viaProxy(t *testing.T, f *fakeGuest) *faultproxy.TCP {
@@ -149,7 +136,7 @@ func TestWaitCloudInitReconnectsAfterALostConnection(t *testing.T) {
 				t.Errorf("the console was read %d more times on redial, want none (the first key is pinned)", consoleReads.get()-readsAtDial)
 			}
 			if n := log.count("level=WARN"); n != 1 || log.count("reconnecting") != 1 {
-				t.Errorf("%d warnings, want one for the reconnect:\n%s", n, log.buf.String())
+				t.Errorf("%d warnings, want one for the reconnect:\n%s", n, log.String())
 			}
 		})
 	}

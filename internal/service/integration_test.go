@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,23 +25,6 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // A two-cell matrix (jammy and noble, x64) built on the test OpenStack and
 // published to it-b: the success callback runs once with both image IDs
@@ -71,7 +53,7 @@ func TestServiceBuildOnStack(t *testing.T) {
 		environ = append(environ, k+"="+v)
 	}
 	run := func(args ...string) (int, string, string) {
-		var out, errb syncBuffer
+		var out, errb testenv.LockedBuffer
 		app := &cli.App{Stdout: &out, Stderr: &errb, Environ: environ,
 			Backend: builder.Backend{OpenStack: &builder.OpenStack{Getenv: func(k string) string { return vars[k] }, Version: "it-test"}}.CLI()}
 		code := app.Main(ctx, args)

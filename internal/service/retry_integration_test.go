@@ -129,7 +129,7 @@ schedule: {base_image_refresh: 0s}
 				t.Fatal(err)
 			}
 			defer h.Remove()
-			var out, errb syncBuffer
+			var out, errb testenv.LockedBuffer
 			app := &cli.App{Stdout: &out, Stderr: &errb, Environ: environ,
 				Backend: builder.Backend{OpenStack: &builder.OpenStack{Getenv: func(k string) string { return vars[k] }, Version: "it-test"}}.CLI()}
 			code := app.Main(ctx, []string{"--log-level", "debug", "build", "--config", cfg})

@@ -145,7 +145,7 @@ func Run(ctx context.Context, client *ssh.Client, cmd string) (string, error) {
 	// and stderr in two goroutines, and two concurrent ReadFrom calls on one
 	// bytes.Buffer lose or zero each other's bytes (seen: empty output from
 	// a successful `echo`).
-	var out lockedBuffer
+	var out LockedBuffer
 	sess.Stdout, sess.Stderr = &out, &out
 	done := make(chan error, 1)
 	go func() { done <- sess.Run(cmd) }()
@@ -161,20 +161,21 @@ func Run(ctx context.Context, client *ssh.Client, cmd string) (string, error) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for concurrent writers. It has no
-// ReadFrom, so io.Copy writes to it through Write only.
-type lockedBuffer struct {
+// LockedBuffer is a bytes.Buffer safe for concurrent writers (exec's
+// copying goroutines, a build's progress, a test reading it meanwhile). It
+// has no ReadFrom, so io.Copy writes to it through Write only.
+type LockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *LockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

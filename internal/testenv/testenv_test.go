@@ -274,12 +274,12 @@ func TestGuestBootsFile(t *testing.T) {
 }
 
 // TestLockedBufferConcurrentCopies: Run copies a session's stdout and stderr
-// into one lockedBuffer from two goroutines, each blocked in a Read while the
+// into one LockedBuffer from two goroutines, each blocked in a Read while the
 // other writes (as on an SSH channel). No byte may be lost; a plain
 // bytes.Buffer loses nearly all of one stream here.
 func TestLockedBufferConcurrentCopies(t *testing.T) {
 	const n = 2000
-	var b lockedBuffer
+	var b LockedBuffer
 	ra, wa := io.Pipe()
 	rb, wb := io.Pipe()
 	var wg sync.WaitGroup
