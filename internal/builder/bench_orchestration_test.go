@@ -12,11 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
-
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/faultproxy"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
@@ -38,19 +34,7 @@ func BenchmarkOrchestration(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 
-	ao, _, _, err := clouds.Parse(clouds.WithCloudName(testenv.BuildCloud), clouds.WithLocations(testenv.CloudsFile()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	proxy, err := faultproxy.New(ao.IdentityEndpoint)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = proxy.Close() })
-	connect := func(ctx context.Context, cloud string, log *slog.Logger) (Cloud, error) {
-		return openstack.Connect(ctx, cloud, openstack.WithLogger(log),
-			openstack.WithCloudsPaths(testenv.CloudsFile()), openstack.WithAuthURL(proxy.AuthURL()))
-	}
+	proxy, connect := proxiedConnector(b)
 
 	dir := b.TempDir()
 	base := filepath.Join(dir, "base.raw")

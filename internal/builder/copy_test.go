@@ -178,17 +178,7 @@ func TestCopyDownloadFails(t *testing.T) {
 						}
 					}
 				}
-				if err := b.cleanupCopies(ctx, true); err != nil {
-					t.Fatal(err)
-				}
-				for _, name := range []string{"east", "west"} {
-					if n := len(clouds[name].images); n != 0 {
-						t.Errorf("%s keeps %d images after the failed copy", name, n)
-					}
-				}
-				if _, err := os.Stat(b.copies.tmp); !errors.Is(err, os.ErrNotExist) {
-					t.Errorf("temporary file left: %v", err)
-				}
+				cleanupFailedCopy(t, ctx, b, clouds)
 			})
 		})
 	}
@@ -231,5 +221,22 @@ func testCopyUploadFailsStopsDownload(t *testing.T) {
 	}
 	if !slices.Contains(clouds["east"].calls, "DeleteImage") {
 		t.Error("east's copy, whose upload was stopped, was not deleted")
+	}
+}
+
+// cleanupFailedCopy runs the copy's cleanup of a failed build and checks
+// that it left no copy in east or west and no scratch file.
+func cleanupFailedCopy(t *testing.T, ctx context.Context, b *osBuild, clouds map[string]*fakeCloud) {
+	t.Helper()
+	if err := b.cleanupCopies(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"east", "west"} {
+		if n := len(clouds[name].images); n != 0 {
+			t.Errorf("%s keeps %d images after the failed copy", name, n)
+		}
+	}
+	if _, err := os.Stat(b.copies.tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("temporary file left: %v", err)
 	}
 }

@@ -12,12 +12,9 @@ package builder
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -29,8 +26,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
@@ -128,19 +123,9 @@ func newGuestFaultEnv(t *testing.T, ctx context.Context, recipe, script, verify 
 	imagePath, baseProps := testenv.RequireImage(t), map[string]string{testenv.GuestProperty: "true"}
 	e.ssh = &sshProxy{t: t}
 
-	ao, _, _, err := clouds.Parse(clouds.WithCloudName(testenv.BuildCloud), clouds.WithLocations(testenv.CloudsFile()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.http, err = faultproxy.New(ao.IdentityEndpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.http.Close() })
-	connect := func(ctx context.Context, cloud string, log *slog.Logger) (Cloud, error) {
-		return openstack.Connect(ctx, cloud, openstack.WithLogger(log),
-			openstack.WithCloudsPaths(testenv.CloudsFile()), openstack.WithAuthURL(e.http.AuthURL()))
-	}
+	var connect Connector
+	var err error
+	e.http, connect = proxiedConnector(t)
 	env := map[string]string{"HOME": e.dir, "XDG_STATE_HOME": filepath.Join(e.dir, "state"), "TMPDIR": filepath.Join(e.dir, "tmp")}
 	if err := os.Mkdir(env["TMPDIR"], 0o700); err != nil {
 		t.Fatal(err)
@@ -163,7 +148,7 @@ func newGuestFaultEnv(t *testing.T, ctx context.Context, recipe, script, verify 
 			Script: 10 * time.Minute, Snapshot: 15 * time.Minute, Copy: 15 * time.Minute},
 		Builder: config.BuilderOpenStack, Flavor: testenv.FlavorMin, Network: testenv.Network,
 		UserDataFile: userData, VerifyScriptFile: verifyFile, SkipDefaultChecks: true,
-		ScriptURL: serveGuestScript(t, script),
+		ScriptURL: testenv.ServeScript(t, script),
 	}
 	if err := e.spec.Validate(); err != nil {
 		t.Fatal(err)
@@ -205,7 +190,7 @@ func (e *guestFaultEnv) run(ctx context.Context) ([]config.PublishedImage, error
 // logger logs at debug level to the test log, through e.watch.
 func (e *guestFaultEnv) logger() *slog.Logger {
 	return slog.New(&watchHandler{
-		Handler: slog.NewTextHandler(guestTestWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelDebug}),
+		Handler: slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelDebug}),
 		on: func(msg string, attrs map[string]string) {
 			e.mu.Lock()
 			w := e.watch
@@ -294,26 +279,6 @@ func removeGuestFaultResources(t *testing.T, prefix string) {
 	}
 }
 
-// serveGuestScript serves body at /script.sh on loopback (the builder host
-// fetches it; the guest never sees the URL).
-func serveGuestScript(t *testing.T, body string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/script.sh" {
-			http.NotFound(w, r)
-			return
-		}
-		_, _ = io.WriteString(w, body)
-	}), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return "http://" + l.Addr().String() + "/script.sh"
-}
-
 // guestOutput collects the script's output and shows it to e.onOut.
 type guestOutput struct{ e *guestFaultEnv }
 
@@ -358,14 +323,6 @@ func (h *watchHandler) WithGroup(name string) slog.Handler {
 	return &watchHandler{Handler: h.Handler.WithGroup(name), on: h.on, attrs: h.attrs}
 }
 
-// guestTestWriter sends log lines to t.Log.
-type guestTestWriter struct{ t *testing.T }
-
-func (w guestTestWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
 // faultTally is a concurrency-safe tally of named events.
 type faultTally struct {
 	mu sync.Mutex
@@ -405,7 +362,7 @@ func TestGuestFaultRetried(t *testing.T) {
 		"#!/bin/sh\nset -e\ngrep -qx grib-recipe-ran /var/lib/grib-recipe-marker\ntest \"$(cat /var/lib/grib-fault-script-runs)\" = ran\n")
 
 	// The operator's own image of the same name: not ours, never pruned.
-	foreign := uploadGuestFaultImage(t, ctx, e.direct, e.dir, e.spec.ImageName)
+	foreign := uploadFaultImage(t, ctx, e.direct, e.dir, e.spec.ImageName, 4<<10)
 
 	// "ssh": the console reads (os-getConsoleOutput) are the first server
 	// actions of a build; os-stop and createImage come after the guest steps.
@@ -529,23 +486,6 @@ func TestGuestFaultScriptConnectionLost(t *testing.T) {
 		t.Errorf("the script started %d times, want once", n)
 	}
 	e.assertOnlyInit(ctx, false) // no builder server, no snapshot
-}
-
-// uploadGuestFaultImage uploads a small unmarked raw image named name: an
-// image the builder did not make.
-func uploadGuestFaultImage(t *testing.T, ctx context.Context, c *testenv.Cloud, dir, name string) string {
-	t.Helper()
-	path := filepath.Join(dir, "foreign.raw")
-	data := make([]byte, 4<<10)
-	_, _ = rand.Read(data)
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	id, err := testenv.UploadImage(ctx, c.Image, name, path, "raw", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id // named with the prefix: removed with the published image
 }
 
 // TestGuestFaultScriptInterrupted: SIGINT while the user's script runs on

@@ -205,23 +205,10 @@ func TestFaultTable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 
-	ao, _, _, err := clouds.Parse(clouds.WithCloudName(testenv.BuildCloud), clouds.WithLocations(testenv.CloudsFile()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := faultproxy.New(ao.IdentityEndpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.ResponseHeaderTimeout = faultResponseTimeout
-	hc := &http.Client{Transport: transport}
-	connect := func(ctx context.Context, cloud string, log *slog.Logger) (Cloud, error) {
-		return openstack.Connect(ctx, cloud, openstack.WithLogger(log), openstack.WithHTTPClient(hc),
-			openstack.WithTransferIdleTimeout(faultResponseTimeout),
-			openstack.WithCloudsPaths(testenv.CloudsFile()), openstack.WithAuthURL(proxy.AuthURL()))
-	}
+	proxy, connect := proxiedConnector(t, openstack.WithHTTPClient(&http.Client{Transport: transport}),
+		openstack.WithTransferIdleTimeout(faultResponseTimeout))
 
 	dir := t.TempDir()
 	tmp := filepath.Join(dir, "tmp")
@@ -262,11 +249,10 @@ func TestFaultTable(t *testing.T) {
 	// consumers use): what a failed build must leave, and what the next
 	// successful one prunes down to its own.
 	current := map[string][]string{}
-	build := func(t *testing.T, ctx context.Context, s config.RunSpec, c faultCell, hook *stepHook, ledger *Ledger) ([]config.PublishedImage, error) {
+	build := func(t *testing.T, ctx context.Context, s config.RunSpec, c faultCell, onLog func(string, map[string]string), ledger *Ledger) ([]config.PublishedImage, error) {
 		var h slog.Handler = slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})
-		if hook != nil {
-			hook.Handler = h
-			h = hook
+		if onLog != nil {
+			h = &watchHandler{Handler: h, on: onLog}
 		}
 		oc := *o
 		oc.withoutGuest = !c.withGuest
@@ -302,12 +288,23 @@ func TestFaultTable(t *testing.T) {
 				}
 				handles = append(handles, h)
 			}
-			var hook *stepHook
+			// A cell at a step that makes no API call signals when the
+			// build logs that the step started.
+			var onLog func(string, map[string]string)
+			var atStepFired atomic.Bool
 			if c.atStep != "" {
-				hook = newStepHook(c.atStep, func() { _ = syscall.Kill(os.Getpid(), c.signal) })
+				var once sync.Once
+				onLog = func(msg string, attrs map[string]string) {
+					if msg == "step started" && attrs["step"] == c.atStep {
+						once.Do(func() {
+							atStepFired.Store(true)
+							_ = syscall.Kill(os.Getpid(), c.signal)
+						})
+					}
+				}
 			}
 			ledger := &Ledger{}
-			imgs, err := build(t, bctx, s, c, hook, ledger)
+			imgs, err := build(t, bctx, s, c, onLog, ledger)
 			// What the build says it leaves is what a second Ctrl-C prints.
 			left := ledger.Left()
 			if c.leavesServer {
@@ -322,7 +319,7 @@ func TestFaultTable(t *testing.T) {
 				fired += h.Fired()
 				h.Remove()
 			}
-			if hook != nil && hook.fired.Load() {
+			if atStepFired.Load() {
 				fired++
 			}
 			if fired == 0 {
@@ -482,40 +479,23 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// stepHook is a log handler that calls fire (once) when the build logs
-// that step starts.
-type stepHook struct {
-	slog.Handler
-	step  string
-	fire  func()
-	once  *sync.Once
-	fired *atomic.Bool
-}
-
-func newStepHook(step string, fire func()) *stepHook {
-	return &stepHook{step: step, fire: fire, once: &sync.Once{}, fired: &atomic.Bool{}}
-}
-
-func (h *stepHook) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "step started" {
-		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "step" && a.Value.String() == h.step {
-				h.once.Do(func() { h.fired.Store(true); h.fire() })
-			}
-			return true
-		})
+// proxiedConnector starts a faultproxy in front of the test OpenStack's
+// Keystone (closed when tb ends) and returns it with a Connector whose
+// clouds reach every service through it; opts go to each Connect.
+func proxiedConnector(tb testing.TB, opts ...openstack.Option) (*faultproxy.Proxy, Connector) {
+	tb.Helper()
+	ao, _, _, err := clouds.Parse(clouds.WithCloudName(testenv.BuildCloud), clouds.WithLocations(testenv.CloudsFile()))
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h *stepHook) WithAttrs(as []slog.Attr) slog.Handler {
-	c := *h
-	c.Handler = h.Handler.WithAttrs(as)
-	return &c
-}
-
-func (h *stepHook) WithGroup(name string) slog.Handler {
-	c := *h
-	c.Handler = h.Handler.WithGroup(name)
-	return &c
+	proxy, err := faultproxy.New(ao.IdentityEndpoint)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = proxy.Close() })
+	return proxy, func(ctx context.Context, cloud string, log *slog.Logger) (Cloud, error) {
+		all := append([]openstack.Option{openstack.WithLogger(log), openstack.WithCloudsPaths(testenv.CloudsFile()),
+			openstack.WithAuthURL(proxy.AuthURL())}, opts...)
+		return openstack.Connect(ctx, cloud, all...)
+	}
 }

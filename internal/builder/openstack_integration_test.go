@@ -21,8 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -208,25 +206,6 @@ func randomHex(t *testing.T, n int) string {
 	return hex.EncodeToString(b)
 }
 
-// serveScript serves body at /script.sh on loopback (the builder host fetches it).
-func serveScript(t *testing.T, body string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/script.sh" {
-			http.NotFound(w, r)
-			return
-		}
-		_, _ = io.WriteString(w, body)
-	}), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return "http://" + l.Addr().String() + "/script.sh"
-}
-
 // watchBuilder records, while a run goes on, the builder server's user-data
 // and its last console output (as the admin sees them), until ctx ends.
 type watchBuilder struct {
@@ -322,7 +301,7 @@ func TestOpenStackBuildTwoPrefixes(t *testing.T) {
 
 	secret := "grib-secret-" + randomHex(t, 16)
 	secretSum := sha256.Sum256([]byte(secret))
-	script := serveScript(t, `#!/bin/sh
+	script := testenv.ServeScript(t, `#!/bin/sh
 set -eu
 mkdir -p /var/lib/grib-test
 printf '%s' "$GRIB_SECRET" | sha256sum | cut -d' ' -f1 > /var/lib/grib-test/secret.sha256

@@ -234,17 +234,7 @@ func TestCopyChecksumMismatch(t *testing.T) {
 	if errs.ExitCode(err) != 8 || !strings.Contains(err.Error(), "does not match") {
 		t.Fatalf("err = %v (exit %d), want a publish failure naming the mismatch", err, errs.ExitCode(err))
 	}
-	if err := b.cleanupCopies(ctx, true); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"east", "west"} {
-		if n := len(clouds[name].images); n != 0 {
-			t.Errorf("%s keeps %d images after the failed copy", name, n)
-		}
-	}
-	if _, err := os.Stat(b.copies.tmp); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("temporary file left: %v", err)
-	}
+	cleanupFailedCopy(t, ctx, b, clouds)
 	// The snapshot's cleanup removes it after a failure, keeps it otherwise.
 	if err := b.deleteSnapshot(ctx, false); err != nil || len(clouds["build"].images) != 1 {
 		t.Errorf("snapshot removed after success: %v", err)
