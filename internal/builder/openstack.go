@@ -132,8 +132,7 @@ func (o *OpenStack) Run(ctx context.Context, log *slog.Logger, spec config.RunSp
 		if !errors.As(err, &re) || len(re.Leftovers) == 0 {
 			return nil, err
 		}
-		hint := fmt.Sprintf("; list what is left with `github-runner-image-builder --os-cloud %s sweep --prefix %s --older-than 1m --dry-run` and remove it without --dry-run",
-			spec.Cloud, spec.Prefix)
+		hint := "; list what is left with `" + config.SweepDryRunCommand(spec.Cloud, spec.Prefix) + "` and remove it without --dry-run"
 		withHint := fmt.Errorf("%w%s", err, hint)
 		if re.Err == nil && len(b.published) > 0 {
 			// Only a cleanup failed: the published images are good and stay.

@@ -17,17 +17,13 @@ func SecondInterruptMessage(args, environ, left []string) string {
 	if cloud == "" {
 		cloud = config.Getenv(environ)("OS_CLOUD")
 	}
-	cmd := "github-runner-image-builder"
-	if cloud != "" {
-		cmd += " --os-cloud " + shellWord(cloud)
-	}
-	cmd += " sweep --prefix " + shellWord(flagValue(args, "--prefix"))
+	cmd := config.SweepDryRunCommand(cloud, flagValue(args, "--prefix"))
 	what := "this build's servers, keypairs, temporary images or qemu files may be left"
 	if len(left) > 0 {
 		what = "left: " + strings.Join(left, ", ")
 	}
 	return "Error: interrupted again: exiting before cleanup finished; " + what + ". List cloud resources with `" + cmd +
-		" --older-than 1m --dry-run` and remove them with the same command without --dry-run " +
+		"` and remove them with the same command without --dry-run " +
 		"(files and directories on this host: remove them by hand)"
 }
 
@@ -46,12 +42,4 @@ func flagValue(args []string, name string) string {
 		}
 	}
 	return v
-}
-
-// shellWord quotes s for a POSIX shell when it needs it.
-func shellWord(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
