@@ -1,38 +1,69 @@
 // Command github-runner-image-builder builds GitHub Actions runner VM images
 // for OpenStack. See the README for commands and exit codes.
+//
+// main only wires the parts: the builders (internal/builder) into the one
+// build path (internal/build), and that into the command line
+// (internal/cli), which also drives the builder host (internal/service).
 package main
 
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/build"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/cli"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 )
 
 func main() {
 	// SIGINT/SIGTERM cancel the root context: every wait returns, cleanups
 	// run, and the exit code is 130.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	backend := builder.NewBackend(builder.Version())
 	ledger := &builder.Ledger{}
-	backend.OpenStack.Ledger = ledger
 	go exitOnSecondSignal(ctx, os.Args[1:], ledger.Left)
-	// --builder local: qemu on this host; progress lines when stderr is a terminal.
-	local := builder.NewLocal(backend.OpenStack, builder.Terminal(os.Stderr))
-	backend.LocalInit, backend.LocalRun = local.Init, local.Run
 	app := &cli.App{
 		Stdout:  os.Stdout,
 		Stderr:  os.Stderr,
 		Environ: os.Environ(),
-		Backend: backend.CLI(),
+		Backend: Backend(version(), builder.Terminal(os.Stderr), ledger.Observe),
 	}
 	code := app.Main(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)
+}
+
+// Backend wires the builders to the command line: the openstack builder
+// (recording version on its images), the local one (progress lines to
+// progress, a terminal, or none when nil), and observe for every build's
+// events (the ledger of what is left).
+func Backend(version string, progress io.Writer, observe build.Observer) cli.Backend {
+	ob := &builder.OpenStack{Version: version}
+	local := builder.NewLocal(ob, progress)
+	return cli.Backend{
+		Builds: &build.Builds{OpenStack: ob, Local: local, Observe: observe},
+		Init: func(ctx context.Context, log *slog.Logger, spec config.InitSpec) error {
+			if spec.Builder == config.BuilderLocal {
+				return local.Init(ctx, log, spec)
+			}
+			return ob.Init(ctx, log, spec)
+		},
+		LatestBuildID: ob.LatestBuildID,
+		Sweep: func(ctx context.Context, log *slog.Logger, spec config.SweepSpec) ([]cli.SweptResource, error) {
+			swept, err := ob.Sweep(ctx, log, spec)
+			out := make([]cli.SweptResource, 0, len(swept))
+			for _, s := range swept {
+				out = append(out, cli.SweptResource{Kind: s.Kind, Name: s.Name, ID: s.ID})
+			}
+			return out, err
+		},
+	}
 }
 
 // exitOnSecondSignal waits for the first signal (ctx ends) and then for a
@@ -46,4 +77,23 @@ func exitOnSecondSignal(ctx context.Context, args []string, left func() []string
 	<-again
 	fmt.Fprintln(os.Stderr, cli.SecondInterruptMessage(args, os.Environ(), left()))
 	os.Exit(130)
+}
+
+// version is this binary's version as the Go toolchain recorded it: the
+// module version, or "devel" plus the VCS revision of a source build.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "devel"
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += "-" + s.Value[:12]
+			}
+		}
+	}
+	return v
 }

@@ -223,7 +223,11 @@ func TestBenchChildCopy(t *testing.T) {
 	defer cancel()
 	marks := &markHandler{at: map[string]time.Time{}}
 	log := slog.New(marks)
-	connect := ConnectClouds(os.Getenv)
+	paths, err := openstack.CloudsPaths(os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := ConnectClouds(paths)
 	src, err := connect(ctx, testenv.BuildCloud, log)
 	if err != nil {
 		t.Fatal(err)
@@ -247,12 +251,13 @@ func TestBenchChildCopy(t *testing.T) {
 			cloud:    src,
 			snapshot: snap,
 		}
+		attachPublication(bld)
 		err = bld.copy(ctx)
 		res.WallNS = int64(time.Since(start))
 		res.DownloadNS = int64(marks.time("snapshot downloaded").Sub(start))
-		if bld.copies != nil {
-			made = bld.copies.created
-			if cerr := os.Remove(bld.copies.tmp); cerr != nil {
+		if bld.pub.copies != nil {
+			made = bld.pub.copies.created
+			if cerr := os.Remove(bld.pub.copies.tmp); cerr != nil {
 				t.Error(cerr)
 			}
 		}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
 
@@ -75,11 +74,16 @@ func BenchmarkOrchestration(b *testing.B) {
 	stepTimes := map[string]time.Duration{}
 	for b.Loop() {
 		proxy.ClearRequests()
-		bld := &osBuild{o: o, spec: spec, runner: release.Release{}, userData: []byte("#cloud-config\n")}
+		bld := &osBuild{o: o, spec: spec, job: Job{Spec: spec, UserData: []byte("#cloud-config\n")}}
 		bld.info = buildInfo{ID: newBuildID(), Prefix: prefix, Arch: spec.Arch, Base: spec.Base, Time: time.Now(), BuilderVersion: "bench"}
 		bld.log = slog.New(slog.DiscardHandler)
+		attachPublication(bld)
 		steps := bld.steps()
-		r := &Runner{Log: bld.log, OnStep: func(name string, took time.Duration, _ error) { stepTimes[name] += took }}
+		r := &Runner{Log: bld.log, Observe: func(ev Event) {
+			if ev.Kind == StepEnded {
+				stepTimes[ev.Step] += ev.Took
+			}
+		}}
 		start := time.Now()
 		if err := r.Run(ctx, steps); err != nil {
 			b.Fatal(err)
@@ -89,8 +93,8 @@ func BenchmarkOrchestration(b *testing.B) {
 			b.Fatal(err)
 		}
 		calls += len(proxy.Requests())
-		if len(bld.published) != len(spec.UploadClouds) {
-			b.Fatalf("published %v, want one image per upload cloud", bld.published)
+		if len(bld.pub.published) != len(spec.UploadClouds) {
+			b.Fatalf("published %v, want one image per upload cloud", bld.pub.published)
 		}
 	}
 	n := float64(b.N)

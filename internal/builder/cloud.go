@@ -11,6 +11,7 @@ import (
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 )
 
 // Cloud is what the openstack builder needs of one cloud (one project);
@@ -28,15 +29,13 @@ type Cloud interface {
 // Connector opens a cloud by its clouds.yaml name.
 type Connector func(ctx context.Context, cloud string, log *slog.Logger) (Cloud, error)
 
-// ConnectClouds is the real Connector: clouds.yaml is searched as the
-// openstack CLI does, with getenv for OS_CLIENT_CONFIG_FILE and the like.
-func ConnectClouds(getenv func(string) string) Connector {
+// ConnectClouds is the real Connector, the one way the tool opens a cloud:
+// clouds.yaml is read from the first of paths that exists (see
+// openstack.CloudsPaths for the openstack CLI's search path).
+func ConnectClouds(paths []string) Connector {
+	oc := openstack.Connector{Paths: paths}
 	return func(ctx context.Context, cloud string, log *slog.Logger) (Cloud, error) {
-		paths, err := openstack.CloudsPaths(getenv)
-		if err != nil {
-			return nil, err
-		}
-		c, err := openstack.Connect(ctx, cloud, openstack.WithLogger(log), openstack.WithCloudsPaths(paths...))
+		c, err := oc.Connect(ctx, cloud, log)
 		if err != nil {
 			return nil, err
 		}
@@ -92,6 +91,13 @@ type buildInfo struct {
 	RunnerVersion  string // "" when --user-data replaced the recipe and nothing was pinned
 	Time           time.Time
 	BuilderVersion string
+}
+
+func newBuildInfo(spec config.RunSpec, runner release.Release, now time.Time, version string) buildInfo {
+	return buildInfo{
+		ID: newBuildID(), Prefix: spec.Prefix, Arch: spec.Arch, Base: spec.Base,
+		RunnerVersion: runner.Version, Time: now, BuilderVersion: version,
+	}
 }
 
 // imageProperties are the properties of a build's images. published adds

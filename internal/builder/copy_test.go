@@ -27,6 +27,7 @@ func streamFixture(t *testing.T, upload ...string) (*osBuild, map[string]*fakeCl
 		data[i] = byte(i*7 + i>>11)
 	}
 	b.snapshot = clouds["build"].store(b.spec.ImageName, "qcow2", b.info.imageProperties(false), data)
+	attachPublication(b)
 	return b, clouds, data
 }
 
@@ -96,7 +97,7 @@ func testCopyDownloadCutWhileUploading(t *testing.T) {
 		if n := countCalls(c.calls, "UploadImage"); n != 1 {
 			t.Errorf("%s: %d uploads, want 1 (the upload in flight goes on)", name, n)
 		}
-		copied := b.copies.done[name]
+		copied := b.pub.copies.done[name]
 		if !bytes.Equal(c.data[copied.image.ID], data) {
 			t.Errorf("%s: the copy holds %d bytes that differ from the snapshot's %d", name, len(c.data[copied.image.ID]), len(data))
 		}
@@ -104,10 +105,10 @@ func testCopyDownloadCutWhileUploading(t *testing.T) {
 			t.Errorf("%s: checksum %s, want %s", name, copied.image.Checksum, b.snapshot.Checksum)
 		}
 	}
-	if err := b.cleanupCopies(ctx, false); err != nil {
+	if err := b.pub.cleanupCopies(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(b.copies.tmp); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(b.pub.copies.tmp); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("temporary file left: %v", err)
 	}
 }
@@ -211,7 +212,7 @@ func testCopyUploadFailsStopsDownload(t *testing.T) {
 	if strings.Contains(err.Error(), "\n") {
 		t.Errorf("error of several lines: %q", err)
 	}
-	if err := b.cleanupCopies(ctx, true); err != nil {
+	if err := b.pub.cleanupCopies(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"east", "west"} {
@@ -228,7 +229,7 @@ func testCopyUploadFailsStopsDownload(t *testing.T) {
 // that it left no copy in east or west and no scratch file.
 func cleanupFailedCopy(t *testing.T, ctx context.Context, b *osBuild, clouds map[string]*fakeCloud) {
 	t.Helper()
-	if err := b.cleanupCopies(ctx, true); err != nil {
+	if err := b.pub.cleanupCopies(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"east", "west"} {
@@ -236,7 +237,7 @@ func cleanupFailedCopy(t *testing.T, ctx context.Context, b *osBuild, clouds map
 			t.Errorf("%s keeps %d images after the failed copy", name, n)
 		}
 	}
-	if _, err := os.Stat(b.copies.tmp); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(b.pub.copies.tmp); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("temporary file left: %v", err)
 	}
 }

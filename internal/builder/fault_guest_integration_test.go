@@ -31,7 +31,6 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/faultproxy"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
 
@@ -184,7 +183,7 @@ func (e *guestFaultEnv) write(name, content string) string {
 
 // run builds the image in-process.
 func (e *guestFaultEnv) run(ctx context.Context) ([]config.PublishedImage, error) {
-	return e.o.Run(ctx, e.logger(), e.spec, release.Release{}, e.recipe)
+	return e.o.Build(ctx, e.logger(), testJob(e.t, e.spec, e.recipe))
 }
 
 // logger logs at debug level to the test log, through e.watch.

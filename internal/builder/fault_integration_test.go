@@ -26,7 +26,6 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/faultproxy"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
 
@@ -256,8 +255,9 @@ func TestFaultTable(t *testing.T) {
 		}
 		oc := *o
 		oc.withoutGuest = !c.withGuest
-		oc.Ledger = ledger
-		return oc.Run(ctx, slog.New(h), s, release.Release{}, []byte("#cloud-config\n"))
+		job := testJob(t, s, []byte("#cloud-config\n"))
+		job.Observe = ledger.Observe
+		return oc.Build(ctx, slog.New(h), job)
 	}
 	imgs, err := build(t, ctx, spec, faultCell{}, nil, nil)
 	if err != nil {

@@ -34,7 +34,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -118,14 +117,15 @@ func (s *GuestSession) close() {
 // file comment for the list). Each is bounded by its phase's timeout and
 // names its flag; the "ssh" step's cleanup closes the connection.
 func GuestSteps(cfg GuestConfig) []Step {
-	return guestSteps(cfg, nil, len(cfg.Script) > 0, &GuestSession{})
+	return guestSteps(cfg, nil, &GuestSession{})
 }
 
 // guestSteps builds the steps. late, if set, completes the configuration
 // when each step starts (for what the builder learns in earlier steps: the
-// key, the fetched script, the checks); hasScript says whether a "script"
-// step is needed. Timeouts, Log and Output are read from base.
-func guestSteps(base GuestConfig, late func(GuestConfig) GuestConfig, hasScript bool, sess *GuestSession) []Step {
+// key). Whether there is a "script" step, Timeouts, Log and Output are read
+// from base.
+func guestSteps(base GuestConfig, late func(GuestConfig) GuestConfig, sess *GuestSession) []Step {
+	hasScript := len(base.Script) > 0
 	log := base.logger()
 	get := func() GuestConfig {
 		if late == nil {
@@ -441,39 +441,28 @@ func (l *lineLogger) flush() {
 	}
 }
 
-// guestInputs is what both builders read before anything boots: the
-// prefix's SSH key, the user's script, and the checks to verify with.
-type guestInputs struct {
-	key    statedir.Key
-	script []byte
-	checks provision.Checks
+// jobGuestConfig is the guest steps' configuration of a job, less what
+// only the builder knows (Address, Console, Signer).
+func jobGuestConfig(job Job, log *slog.Logger, output io.Writer) GuestConfig {
+	return GuestConfig{
+		InsecureSkipHostKeyCheck: job.Spec.InsecureSkipHostKeyCheck,
+		Script:                   job.Script,
+		Secrets:                  job.Spec.Secrets,
+		Checks:                   job.Checks,
+		Timeouts:                 job.Spec.Timeouts,
+		Log:                      log,
+		Output:                   output,
+	}
 }
 
-// complete fills c's key, script and checks; the guest steps call it as
-// each starts, since the inputs are read by the builder's "prepare" step.
-func (in *guestInputs) complete(c GuestConfig) GuestConfig {
-	c.Signer, c.Script, c.Checks = in.key.Signer, in.script, in.checks
-	return c
-}
-
-// prepareGuestInputs reads the guest inputs of spec; it fails before any
-// server or VM exists, so a bad --script-url or state directory costs nothing.
-func prepareGuestInputs(ctx context.Context, getenv func(string) string, client *http.Client, spec config.RunSpec, runnerVersion string, log *slog.Logger) (guestInputs, error) {
-	var in guestInputs
-	dir, err := config.StateDir(getenv, spec.Prefix)
+// prefixKey reads (or makes, on first use) the prefix's SSH key; it fails
+// before any server or VM exists, so a bad state directory costs nothing.
+func prefixKey(ctx context.Context, getenv func(string) string, prefix string) (statedir.Key, error) {
+	dir, err := config.StateDir(getenv, prefix)
 	if err != nil {
-		return in, err
+		return statedir.Key{}, err
 	}
-	if in.key, err = statedir.EnsureKey(ctx, dir); err != nil {
-		return in, err
-	}
-	if spec.ScriptURL != "" {
-		if in.script, err = FetchScript(ctx, client, spec.ScriptURL, log); err != nil {
-			return in, err
-		}
-	}
-	in.checks, err = ChecksFor(spec, runnerVersion)
-	return in, err
+	return statedir.EnsureKey(ctx, dir)
 }
 
 // FetchScript downloads the user's --script-url on the builder host (the
@@ -530,20 +519,15 @@ func redactedURL(raw string) string {
 }
 
 // ChecksFor returns the verification of a run: the built-in recipe's checks
-// for runnerVersion (unless spec.SkipDefaultChecks), plus spec's
-// --verify-script. runnerVersion "" accepts any runner version.
-func ChecksFor(spec config.RunSpec, runnerVersion string) (provision.Checks, error) {
+// for runnerVersion (unless spec.SkipDefaultChecks), plus the
+// --verify-script's content verifyScript (read once, by the caller).
+// runnerVersion "" accepts any runner version.
+func ChecksFor(spec config.RunSpec, runnerVersion string, verifyScript []byte) (provision.Checks, error) {
 	var c provision.Checks
 	if !spec.SkipDefaultChecks {
 		c = provision.DefaultChecks(runnerVersion)
 	}
-	if spec.VerifyScriptFile != "" {
-		data, err := os.ReadFile(spec.VerifyScriptFile)
-		if err != nil {
-			return provision.Checks{}, errs.Wrap(errs.KindUsage, err, "--verify-script")
-		}
-		c.Script = data
-	}
+	c.Script = verifyScript
 	if len(c.List) == 0 && len(c.Script) == 0 {
 		return provision.Checks{}, errs.Usage("--skip-default-checks without --verify-script would publish an unverified image: give --verify-script")
 	}

@@ -82,7 +82,7 @@ func (o *OpenStack) Init(ctx context.Context, log *slog.Logger, spec config.Init
 		return err
 	}
 
-	c, err := o.connector()(ctx, spec.Cloud, log)
+	c, err := o.dial(ctx, spec.Cloud, spec.CloudsPaths, log)
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,17 @@ func (x Left) same(y Left) bool {
 	return x.Kind == y.Kind && x.Where == y.Where && x.Name == y.Name && x.ID == y.ID
 }
 
+// Observe records the Made and Removed events of builds; use it as (or
+// among) a build's Observer.
+func (l *Ledger) Observe(ev Event) {
+	switch ev.Kind {
+	case Made:
+		l.add(ev.What)
+	case Removed:
+		l.remove(ev.What)
+	}
+}
+
 func (l *Ledger) add(x Left) {
 	if l == nil {
 		return

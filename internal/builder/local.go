@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -19,8 +18,6 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/qemu"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/recipe"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
 )
 
@@ -37,8 +34,6 @@ type Local struct {
 	// environment (Getenv) and the version recorded on images; nil means
 	// a zero OpenStack.
 	OpenStack *OpenStack
-	// HTTP fetches --script-url; nil means a client with a 2 minute timeout.
-	HTTP *http.Client
 	// Accel decides between KVM and TCG; nil means a probe made on first use.
 	Accel *qemu.AccelProbe
 	// Progress receives progress lines for the long phases (a terminal);
@@ -57,10 +52,15 @@ type Local struct {
 	// QEMU and QEMUImg override the programs (tests).
 	QEMU, QEMUImg string
 
+	// OnVM, if set, is told about each VM started (tests count and check them).
+	OnVM func(*qemu.VM)
+
 	mu     sync.Mutex
 	probe  *qemu.AccelProbe
-	onVM   func(*qemu.VM) // tests: told about each VM started
 	ticker func() (<-chan time.Time, func())
+	// withoutGuest (tests) boots nothing: the base image file is exported
+	// as the built image, so the publishing path runs without a guest.
+	withoutGuest bool
 }
 
 // Local builder defaults and bounds of steps without a flag.
@@ -101,83 +101,59 @@ func (l *Local) accelProbe(log *slog.Logger) *qemu.AccelProbe {
 
 // localBuild is one local run: its inputs and what its steps produce.
 type localBuild struct {
-	l        *Local
-	log      *slog.Logger
-	spec     config.RunSpec
-	runner   release.Release
-	userData []byte
-	info     buildInfo
-	prog     *progress
+	l    *Local
+	log  *slog.Logger
+	spec config.RunSpec
+	job  Job
+	info buildInfo
+	prog *progress
+	pub  *publication // upload, publish, prune
 
-	output  string      // absolute --output
-	partial string      // the export, renamed to output at the end
-	in      guestInputs // read by "prepare"
+	output  string       // absolute --output
+	partial string       // the export, renamed to output at the end
+	key     statedir.Key // read by "prepare"
 	base    baseimage.Image
 	vm      *qemu.VM
-
-	uploads   *copyResult
-	published []config.PublishedImage
-	placed    bool // the image is at output
+	placed  bool // the image is at output
 }
 
-// Run builds spec's image locally and writes it to spec.Output; with
-// spec.UploadClouds it also publishes it there and returns one image per
-// cloud, in that order. On failure or interruption nothing is left: no
-// qemu process, no temporary file, no file at spec.Output, no image in any
-// cloud.
-func (l *Local) Run(ctx context.Context, log *slog.Logger, spec config.RunSpec, runner release.Release, userData []byte) ([]config.PublishedImage, error) {
+// Build builds the job's image locally and writes it to Spec.Output; with
+// Spec.UploadClouds it also publishes it there and returns one image per
+// cloud, in that order. On failure or interruption before publishing
+// nothing is left: no qemu process, no temporary file, no file at
+// Spec.Output, no image in any cloud. Once published, the images and the
+// output stay, as with the openstack builder (see publication.result).
+func (l *Local) Build(ctx context.Context, log *slog.Logger, job Job) ([]config.PublishedImage, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	spec := job.Spec
 	if spec.Builder != config.BuilderLocal {
 		return nil, errs.New(errs.KindInternal, "the local builder was given a %s build", spec.Builder)
-	}
-	if err := spec.Validate(); err != nil {
-		return nil, err
 	}
 	out, err := filepath.Abs(spec.Output)
 	if err != nil {
 		return nil, errs.Wrap(errs.KindUsage, err, "--output %s", spec.Output)
 	}
-	if userData, err = localUserData(log, spec, runner, userData); err != nil {
+	b := &localBuild{l: l, spec: spec, job: job, output: out}
+	o := l.openstack()
+	connect, err := o.connector(spec.CloudsPaths)
+	if err != nil {
 		return nil, err
 	}
-	b := &localBuild{l: l, spec: spec, runner: runner, userData: userData, output: out}
-	b.info = buildInfo{
-		ID: newBuildID(), Prefix: spec.Prefix, Arch: spec.Arch, Base: spec.Base,
-		RunnerVersion: runner.Version, Time: l.openstack().now(), BuilderVersion: l.openstack().Version,
-	}
+	b.info = newBuildInfo(spec, job.Runner, o.now(), o.Version)
 	b.partial = filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".grib-"+b.info.ID)
 	b.log = log.With("build_id", b.info.ID)
 	b.prog = newProgress(l.Progress, log, l.ticker)
+	b.pub = &publication{connect: connect, log: b.log, spec: spec, info: b.info, observe: job.Observe,
+		format: openstack.Image{DiskFormat: "qcow2", ContainerFormat: "bare"}}
 	b.log.Info("local build", "image", spec.ImageName, "output", out, "upload_clouds", spec.UploadClouds, "isolated", spec.Isolated)
-	r := &Runner{Log: b.log, CleanupTimeout: l.CleanupTimeout}
-	if err := r.Run(ctx, b.prog.wrap(b.steps())); err != nil {
-		return nil, err
+	r := &Runner{Log: b.log, CleanupTimeout: l.CleanupTimeout, Observe: Observers(b.prog.observe, job.Observe)}
+	imgs, err := b.pub.result(ctx, r.Run(ctx, b.steps()))
+	if b.placed {
+		b.prog.printf("image written to %s", out)
 	}
-	b.prog.printf("image written to %s", out)
-	return b.published, nil
-}
-
-// localUserData adapts the user-data to the guest's view of --proxy: a
-// proxy on this host's 127.0.0.1 is at 10.0.2.2 for the guest, so the
-// built-in recipe is rendered again with that address.
-func localUserData(log *slog.Logger, spec config.RunSpec, runner release.Release, userData []byte) ([]byte, error) {
-	guestProxy, err := qemu.GuestProxy(spec.Proxy, spec.Isolated)
-	if err != nil || guestProxy == spec.Proxy {
-		return userData, err
-	}
-	if spec.UserDataFile != "" {
-		log.Warn("the guest reaches the proxy at another address than --proxy; --user-data is used as given",
-			"proxy", spec.Proxy, "guest_proxy", guestProxy)
-		return userData, nil
-	}
-	log.Info("the guest reaches the proxy through qemu's host alias", "proxy", spec.Proxy, "guest_proxy", guestProxy)
-	data, err := recipe.Render(recipe.Params{Arch: spec.Arch, Base: spec.Base, Runner: runner, Proxy: guestProxy})
-	if err != nil {
-		return nil, fmt.Errorf("rendering the recipe for the guest's proxy address: %w", err)
-	}
-	return data, nil
+	return imgs, err
 }
 
 // steps is the whole local build, in order, in one place.
@@ -194,33 +170,29 @@ func (b *localBuild) steps() []Step {
 		}, Cleanup: func(context.Context, bool) error { unlock(); return nil }},
 		{Name: "prepare", Timeout: localPrepareTimeout, Run: b.prepare},
 		{Name: "base image", Timeout: baseImageTimeout, Run: b.fetchBase},
-		{Name: "vm", Timeout: spec.Timeouts.Boot, TimeoutFlag: "--boot-timeout", Run: b.startVM, Cleanup: b.closeVM},
 	}
-	guest := GuestConfig{
-		Address:                  func(context.Context) (string, error) { return b.vm.SSHAddr(), nil },
-		Console:                  func(ctx context.Context) (string, error) { return b.vm.ConsoleOutput(ctx) },
-		InsecureSkipHostKeyCheck: spec.InsecureSkipHostKeyCheck,
-		Secrets:                  spec.Secrets,
-		Timeouts:                 spec.Timeouts,
-		Log:                      b.log,
-		Output:                   b.l.Output,
+	guest := jobGuestConfig(b.job, b.log, b.l.Output)
+	guest.Address = func(context.Context) (string, error) { return b.vm.SSHAddr(), nil }
+	guest.Console = func(ctx context.Context) (string, error) { return b.vm.ConsoleOutput(ctx) }
+	if !b.l.withoutGuest {
+		steps = append(steps, Step{Name: "vm", Timeout: spec.Timeouts.Boot, TimeoutFlag: "--boot-timeout", Run: b.startVM, Cleanup: b.closeVM})
+		steps = append(steps, guestSteps(guest, b.withKey, &GuestSession{})...)
+		steps = append(steps, Step{Name: "shutdown", Timeout: shutdownTimeout, Run: b.waitShutdown})
 	}
-	steps = append(steps, guestSteps(guest, b.in.complete, spec.ScriptURL != "", &GuestSession{})...)
 	steps = append(steps,
-		Step{Name: "shutdown", Timeout: shutdownTimeout, Run: b.waitShutdown},
 		Step{Name: "export", Timeout: spec.Timeouts.Snapshot, TimeoutFlag: "--snapshot-timeout", Run: b.export, Cleanup: b.removePartial},
 	)
-	if len(spec.UploadClouds) > 0 {
-		steps = append(steps,
-			Step{Name: "upload", Timeout: spec.Timeouts.Copy, TimeoutFlag: "--copy-timeout", Run: b.upload, Cleanup: b.cleanupUploads},
-			Step{Name: "publish", Timeout: publishTimeout, Run: b.publish},
-		)
+	output := Step{Name: "output", Run: b.place, Cleanup: b.unplace}
+	if len(spec.UploadClouds) == 0 {
+		return append(steps, output)
 	}
-	steps = append(steps, Step{Name: "output", Run: b.place, Cleanup: b.unplace})
-	if len(spec.UploadClouds) > 0 {
-		steps = append(steps, Step{Name: "prune", Timeout: pruneTimeout, Run: b.prune})
-	}
-	return steps
+	return append(steps, b.pub.publishSteps("upload", b.upload, output)...)
+}
+
+// withKey completes the guest configuration with the key "prepare" read.
+func (b *localBuild) withKey(c GuestConfig) GuestConfig {
+	c.Signer = b.key.Signer
+	return c
 }
 
 // lock keeps two runs on this host from writing the same --output.
@@ -259,7 +231,7 @@ func (b *localBuild) prepare(ctx context.Context) error {
 	_ = probe.Close()
 	_ = os.Remove(probe.Name())
 
-	b.in, err = prepareGuestInputs(ctx, b.l.openstack().getenv(), b.l.HTTP, b.spec, b.runner.Version, b.log)
+	b.key, err = prefixKey(ctx, b.l.openstack().getenv(), b.spec.Prefix)
 	return err
 }
 
@@ -298,7 +270,7 @@ func (b *localBuild) startVM(ctx context.Context) error {
 		BaseImage: b.base.Path, Arch: b.spec.Arch,
 		MemoryMiB: orDefault(l.MemoryMiB, localDefaultMemoryMiB), CPUs: orDefault(l.CPUs, localDefaultCPUs),
 		DiskSize: int64(orDefault(int(l.DiskSize), localDefaultDiskSize)),
-		UserData: b.userData, AuthorizedKeys: []string{b.in.key.AuthorizedKey},
+		UserData: b.job.UserData, AuthorizedKeys: []string{b.key.AuthorizedKey},
 		Isolated: b.spec.Isolated, Accel: accel, TempDir: filepath.Dir(b.output),
 		QEMU: l.QEMU, QEMUImg: l.QEMUImg, Log: b.log,
 	})
@@ -306,9 +278,9 @@ func (b *localBuild) startVM(ctx context.Context) error {
 		return err
 	}
 	b.vm = vm
-	l.openstack().Ledger.add(Left{Kind: "directory", Name: vm.Dir()})
-	if l.onVM != nil {
-		l.onVM(vm)
+	b.job.Observe.Emit(Event{Kind: Made, What: Left{Kind: "directory", Name: vm.Dir()}})
+	if l.OnVM != nil {
+		l.OnVM(vm)
 	}
 	if accel == qemu.AccelTCG {
 		b.prog.printf("no usable KVM here (the log says why): the guest runs under TCG emulation, expect minutes per phase")
@@ -336,7 +308,7 @@ func (b *localBuild) closeVM(context.Context, bool) error {
 func (b *localBuild) closeVMFiles() error {
 	err := b.vm.Close()
 	if err == nil {
-		b.l.openstack().Ledger.remove(Left{Kind: "directory", Name: b.vm.Dir()})
+		b.job.Observe.Emit(Event{Kind: Removed, What: Left{Kind: "directory", Name: b.vm.Dir()}})
 	}
 	return err
 }
@@ -372,6 +344,9 @@ func (b *localBuild) waitShutdown(ctx context.Context) error {
 // export writes the flattened, compressed disk beside --output (renamed
 // into place by the "output" step) and frees the VM's overlay.
 func (b *localBuild) export(ctx context.Context) error {
+	if b.vm == nil { // withoutGuest
+		return copyFile(ctx, b.base.Path, b.partial)
+	}
 	ph := b.prog.current()
 	err := b.vm.Export(ctx, b.partial, func(pct float64) { ph.set(fmt.Sprintf("%.0f%%", pct)) })
 	if err != nil {
@@ -395,9 +370,8 @@ func (b *localBuild) removePartial(context.Context, bool) error {
 }
 
 // upload copies the exported file to every --upload-clouds cloud at once,
-// through the openstack builder's copy path: created without the
-// published marker, uploaded, waited for and checked against the file's
-// size and checksums.
+// through the shared copy path: created without the published marker,
+// uploaded, waited for and checked against the file's size and checksums.
 func (b *localBuild) upload(ctx context.Context) error {
 	f, err := os.Open(b.partial)
 	if err != nil {
@@ -408,83 +382,9 @@ func (b *localBuild) upload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("hashing %s: %w", b.partial, err)
 	}
-	src := func(context.Context) io.ReadSeeker { return io.NewSectionReader(f, 0, d.Size) }
 	res := &copyResult{done: map[string]publishedCopy{}, want: &d}
-	b.uploads = res
-	ob := &osBuild{o: b.l.openstack(), log: b.log, spec: b.spec, info: b.info,
-		snapshot: &openstack.Image{Name: b.spec.ImageName, DiskFormat: "qcow2", ContainerFormat: "bare"}}
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, len(b.spec.UploadClouds))
-	for _, name := range b.spec.UploadClouds {
-		go func() {
-			err := ob.copyTo(cctx, name, res, src)
-			if err != nil {
-				cancel()
-			}
-			errc <- err
-		}()
-	}
-	var failed, cancelled []error
-	for range b.spec.UploadClouds {
-		switch err := <-errc; {
-		case err == nil:
-		case errors.Is(err, context.Canceled) && ctx.Err() == nil:
-			cancelled = append(cancelled, err)
-		default:
-			failed = append(failed, err)
-		}
-	}
-	if len(failed) == 0 {
-		failed = cancelled
-	}
-	if len(failed) > 0 {
-		if ctx.Err() != nil {
-			return errors.Join(failed...)
-		}
-		return errs.Wrap(errs.KindPublish, errors.Join(failed...), "uploading %s to %v", b.spec.ImageName, b.spec.UploadClouds)
-	}
-	return nil
-}
-
-// cleanupUploads deletes every uploaded image when the build failed.
-func (b *localBuild) cleanupUploads(ctx context.Context, failed bool) error {
-	res := b.uploads
-	if res == nil || !failed {
-		return nil
-	}
-	res.mu.Lock()
-	created := append([]publishedCopy(nil), res.created...)
-	res.mu.Unlock()
-	var errList []error
-	for _, c := range created {
-		if err := c.cloud.DeleteImage(ctx, c.image.ID); err != nil {
-			errList = append(errList, fmt.Errorf("cloud %s: %w", c.cloud.Name(), err))
-			continue
-		}
-		b.log.Info("upload of the failed build deleted", "cloud", c.cloud.Name(), "id", c.image.ID)
-	}
-	return errors.Join(errList...)
-}
-
-// publish describes every uploaded image (properties, published marker,
-// visibility), as the openstack builder does, and records the result in
-// --upload-clouds order.
-func (b *localBuild) publish(ctx context.Context) error {
-	props := b.info.imageProperties(true)
-	b.published = nil
-	for _, name := range b.spec.UploadClouds {
-		c, ok := b.uploads.done[name]
-		if !ok {
-			return errs.New(errs.KindInternal, "no image in cloud %s to publish", name)
-		}
-		if err := c.cloud.UpdateImage(ctx, c.image.ID, props, string(b.spec.Visibility)); err != nil {
-			return errs.Wrap(errs.KindPublish, err, "publishing image %s in cloud %s", c.image.ID, name)
-		}
-		b.log.Info("image published", "cloud", name, "image", c.image.Name, "id", c.image.ID, "visibility", string(b.spec.Visibility))
-		b.published = append(b.published, config.PublishedImage{Cloud: name, ID: c.image.ID, Name: c.image.Name, Checksum: c.image.Checksum})
-	}
-	return nil
+	b.pub.copies = res
+	return b.pub.copyAll(ctx, res, func(context.Context) io.ReadSeeker { return io.NewSectionReader(f, 0, d.Size) }, nil)
 }
 
 // place renames the export to --output.
@@ -500,7 +400,7 @@ func (b *localBuild) place(context.Context) error {
 	return nil
 }
 
-// unplace removes --output again when a later step (prune) failed: a
+// unplace removes --output again when a later step (publish) failed: a
 // failed build leaves no file there.
 func (b *localBuild) unplace(_ context.Context, failed bool) error {
 	if !failed || !b.placed {
@@ -508,26 +408,6 @@ func (b *localBuild) unplace(_ context.Context, failed bool) error {
 	}
 	if err := os.Remove(b.output); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
-	}
-	return nil
-}
-
-// prune deletes old revisions in every upload cloud, as the openstack builder does.
-func (b *localBuild) prune(ctx context.Context) error {
-	var failed []error
-	for _, name := range b.spec.UploadClouds {
-		c := b.uploads.done[name]
-		_, err := Prune(ctx, c.cloud, name, PrunePolicy{
-			Name: b.spec.ImageName, Owner: c.cloud.ProjectID(), Keep: b.spec.KeepRevisions,
-			JustPublished: c.image.ID, AdoptUnmarked: b.spec.AdoptUnmarked,
-			Protect: b.spec.Protect,
-		}, b.log)
-		if err != nil {
-			failed = append(failed, err)
-		}
-	}
-	if len(failed) > 0 {
-		return errs.Wrap(errs.KindPublish, errors.Join(failed...), "pruning old revisions")
 	}
 	return nil
 }
@@ -557,4 +437,22 @@ func (l *Local) Init(ctx context.Context, log *slog.Logger, spec config.InitSpec
 			"sha256", img.SHA256, "verified", img.Verified)
 	}
 	return nil
+}
+
+// copyFile copies src to a new file dst (0600).
+func copyFile(ctx context.Context, src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, ctxReader{ctx, in}); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

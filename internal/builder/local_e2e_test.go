@@ -1,10 +1,9 @@
-package builder
+package builder_test
 
 import (
 	"bytes"
 	"context"
 	"crypto/md5"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 
+	. "github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/cli"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/qemu"
@@ -65,12 +65,12 @@ echo '%s' > /var/lib/grib-e2e/script-marker
 	defer srv.Close()
 
 	dir := t.TempDir()
-	recipe := writeFile(t, dir, "user-data", `#cloud-config
+	recipe := writeFileIn(t, dir, "user-data", `#cloud-config
 write_files:
   - path: /var/lib/grib-e2e/recipe-marker
     content: "written by the test recipe\n"
 `)
-	verify := writeFile(t, dir, "verify.sh", fmt.Sprintf(`#!/bin/sh
+	verify := writeFileIn(t, dir, "verify.sh", fmt.Sprintf(`#!/bin/sh
 set -eu
 grep -qx '%s' /var/lib/grib-e2e/script-marker
 test -f /var/lib/grib-e2e/recipe-marker
@@ -90,7 +90,7 @@ test -f /var/lib/grib-e2e/recipe-marker
 		Accel:     &qemu.AccelProbe{}, // the real probe
 		Output:    &scriptOut,
 		MemoryMiB: 1024, DiskSize: 3 << 30,
-		onVM: func(vm *qemu.VM) {
+		OnVM: func(vm *qemu.VM) {
 			rec.add(vm)
 			recordLocalBoot(t, imageName, vm, testImage)
 		},
@@ -172,15 +172,8 @@ test -f /var/lib/grib-e2e/recipe-marker
 	}
 }
 
-func randomHex(t *testing.T, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-func writeFile(t *testing.T, dir, name, content string) string {
+// writeFileIn writes content to dir/name (0600).
+func writeFileIn(t *testing.T, dir, name, content string) string {
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package builder
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -88,27 +87,24 @@ func (p *progress) printf(format string, args ...any) {
 	fmt.Fprintf(p.w, format+"\n", args...)
 }
 
-// wrap gives the steps with a label their progress lines.
-func (p *progress) wrap(steps []Step) []Step {
+// observe prints the progress lines of the steps that have a label, from
+// the step runner's events (use it as an Observer; a nil p ignores them).
+func (p *progress) observe(ev Event) {
 	if p == nil {
-		return steps
+		return
 	}
-	out := make([]Step, len(steps))
-	for i, s := range steps {
-		out[i] = s
-		label, ok := phaseLabel(s.Name)
-		if !ok || s.Run == nil {
-			continue
-		}
-		run := s.Run
-		out[i].Run = func(ctx context.Context) error {
-			ph := p.start(label)
-			err := run(ctx)
-			ph.end(err)
-			return err
+	label, ok := phaseLabel(ev.Step)
+	if !ok {
+		return
+	}
+	switch ev.Kind {
+	case StepStarted:
+		p.start(label)
+	case StepEnded:
+		if ph := p.current(); ph != nil && ph.label == label {
+			ph.end(ev.Err)
 		}
 	}
-	return out
 }
 
 // phase is one running phase.

@@ -1,7 +1,6 @@
 package builder
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -10,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
 
@@ -26,8 +22,8 @@ func TestProgressIsQuietForJSONLogsAndNoTerminal(t *testing.T) {
 	}
 	// A nil progress is usable and prints nothing.
 	var p *progress
-	steps := p.wrap([]Step{{Name: "export", Run: func(context.Context) error { return nil }}})
-	if err := steps[0].Run(context.Background()); err != nil {
+	steps := []Step{{Name: "export", Run: func(context.Context) error { return nil }}}
+	if err := (&Runner{Observe: p.observe}).Run(context.Background(), steps); err != nil {
 		t.Fatal(err)
 	}
 	p.printf("x")
@@ -51,7 +47,7 @@ func TestProgressLines(t *testing.T) {
 	var w testenv.LockedBuffer
 	ticks := make(chan time.Time)
 	p := newProgress(&w, slog.New(slog.NewTextHandler(&w, nil)), func() (<-chan time.Time, func()) { return ticks, func() {} })
-	steps := p.wrap([]Step{
+	steps := []Step{
 		{Name: "lock", Run: func(context.Context) error { return nil }}, // no label: no lines
 		{Name: "export", Run: func(context.Context) error {
 			ticks <- time.Now() // no detail yet
@@ -62,10 +58,8 @@ func TestProgressLines(t *testing.T) {
 			return nil
 		}},
 		{Name: "ssh", Run: func(context.Context) error { return errors.New("boom") }},
-	})
-	for _, s := range steps {
-		_ = s.Run(context.Background())
 	}
+	_ = (&Runner{Observe: p.observe}).Run(context.Background(), steps)
 	lines := strings.Split(strings.TrimSpace(w.String()), "\n")
 	want := []string{"==> compress", "    compress: 0:00", "    compress: 0:00, 42%", "    compress: done in 0:00",
 		"==> boot: waiting for SSH", "    boot: waiting for SSH: failed after 0:00"}
@@ -96,42 +90,5 @@ func TestElapsed(t *testing.T) {
 		if got := elapsed(d); got != want {
 			t.Errorf("elapsed(%s) = %q, want %q", d, got, want)
 		}
-	}
-}
-
-func TestLocalUserDataProxy(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
-	rel := release.Release{Repo: config.DefaultRunnerRepo, Version: "2.330.0", Arch: config.ArchX64,
-		URL:    "https://github.com/actions/runner/releases/download/v2.330.0/actions-runner-linux-x64-2.330.0.tar.gz",
-		SHA256: strings.Repeat("ab", 32)}
-	spec := config.RunSpec{Arch: config.ArchX64, Base: config.BaseNoble, Builder: config.BuilderLocal}
-	given := []byte("#cloud-config\n")
-
-	// No proxy, or one the guest reaches as is: the user-data is kept.
-	for _, proxy := range []string{"", "squid.internal:3128"} {
-		spec.Proxy = proxy
-		got, err := localUserData(log, spec, rel, given)
-		if err != nil || !bytes.Equal(got, given) {
-			t.Errorf("proxy %q: %q, %v; want the user-data unchanged", proxy, got, err)
-		}
-	}
-	// A proxy on this host's loopback: the recipe is rendered for 10.0.2.2.
-	spec.Proxy = "127.0.0.1:3128"
-	got, err := localUserData(log, spec, rel, given)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(got, []byte("PROXY='10.0.2.2:3128'")) || bytes.Contains(got, []byte("127.0.0.1:3128")) {
-		t.Errorf("the recipe does not use the guest's view of the proxy:\n%s", got)
-	}
-	// --user-data is the user's: kept as given.
-	spec.UserDataFile = "/u"
-	if got, err := localUserData(log, spec, rel, given); err != nil || !bytes.Equal(got, given) {
-		t.Errorf("--user-data: %q, %v", got, err)
-	}
-	// An isolated guest reaches no proxy.
-	spec.Isolated = true
-	if _, err := localUserData(log, spec, rel, given); !errs.Is(err, errs.KindUsage) {
-		t.Errorf("--proxy with --isolated: %v, want a usage error", err)
 	}
 }

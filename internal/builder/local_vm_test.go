@@ -1,4 +1,4 @@
-package builder
+package builder_test
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/build"
+	. "github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/cli"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/qemu"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
@@ -77,9 +79,9 @@ func (r *vmRecorder) all() []*qemu.VM {
 
 // runLocalCLI runs the command line with l as the local builder.
 func runLocalCLI(ctx context.Context, l *Local, env localEnv, args ...string) (code int, stdout, stderr string) {
-	backend := Backend{OpenStack: l.OpenStack, LocalInit: l.Init, LocalRun: l.Run}
+	backend := cli.Backend{Builds: &build.Builds{OpenStack: l.OpenStack, Local: l}, Init: l.Init}
 	var out, errOut bytes.Buffer
-	app := &cli.App{Stdout: &out, Stderr: &errOut, Environ: env.environ, Backend: backend.CLI(), GOARCH: "amd64"}
+	app := &cli.App{Stdout: &out, Stderr: &errOut, Environ: env.environ, Backend: backend, GOARCH: "amd64"}
 	code = app.Main(ctx, args)
 	return code, out.String(), errOut.String()
 }
@@ -152,7 +154,7 @@ func testLocal(env localEnv, rec *vmRecorder) *Local {
 		OpenStack: &OpenStack{Getenv: env.getenv},
 		Accel:     &qemu.AccelProbe{Force: qemu.AccelTCG},
 		MemoryMiB: 64, CPUs: 1,
-		onVM: rec.add,
+		OnVM: rec.add,
 	}
 }
 
@@ -198,7 +200,7 @@ func TestLocalSSHDeadline(t *testing.T) {
 			assertNoQemu(t, rec.all())
 			assertOnly(t, outDir) // no image, no export, no VM directory
 			assertOnly(t, filepath.Join(env.dir, "state", "github-runner-image-builder", "_empty"),
-				statedir.KeyFile, statedir.PublicKeyFile, "key.lock", localLockName(out))
+				statedir.KeyFile, statedir.PublicKeyFile, "key.lock", LocalLockName(out))
 		})
 	}
 }
@@ -211,7 +213,7 @@ func TestLocalInterrupted(t *testing.T) {
 	l := testLocal(env, rec)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	l.onVM = func(vm *qemu.VM) { rec.add(vm); cancel() }
+	l.OnVM = func(vm *qemu.VM) { rec.add(vm); cancel() }
 	outDir := t.TempDir()
 	code, _, stderr := runLocalCLI(ctx, l, env, silentGuestArgs(t, filepath.Join(outDir, "image.qcow2"))...)
 	if code != 130 {

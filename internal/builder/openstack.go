@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
 )
 
@@ -25,13 +23,12 @@ import (
 // publishes the snapshot (see Run). Its zero value works; it is safe for
 // concurrent use (runs of different prefixes, bases or arches).
 type OpenStack struct {
-	// Connect opens clouds; nil means ConnectClouds(Getenv).
+	// Connect opens clouds; nil means ConnectClouds of the request's
+	// CloudsPaths (or, when it has none, of the openstack CLI's search path).
 	Connect Connector
 	// Getenv reads the environment (clouds.yaml search, state and cache
 	// directories, TMPDIR); nil means os.Getenv.
 	Getenv func(string) string
-	// HTTP fetches --script-url; nil means a client with a 2 minute timeout.
-	HTTP *http.Client
 	// Version is the builder's version, recorded on every image.
 	Version string
 	// Now is the clock; nil means time.Now.
@@ -42,9 +39,6 @@ type OpenStack struct {
 	StopTimeout time.Duration
 	// Output receives the script's output; nil logs it at info level.
 	Output io.Writer
-	// Ledger records what runs made and have not removed yet, for a process
-	// that exits before its cleanups (see Ledger); nil records nothing.
-	Ledger *Ledger
 
 	// Test seams, set only by this package's tests and benchmarks.
 	// withoutGuest leaves the guest steps out: the server's image has no OS
@@ -65,11 +59,28 @@ const (
 
 func (o *OpenStack) getenv() func(string) string { return getenvOr(o.Getenv) }
 
-func (o *OpenStack) connector() Connector {
+// connector opens clouds from the clouds.yaml at paths (nil: the
+// openstack CLI's search path).
+func (o *OpenStack) connector(paths []string) (Connector, error) {
 	if o.Connect != nil {
-		return o.Connect
+		return o.Connect, nil
 	}
-	return ConnectClouds(o.getenv())
+	if paths == nil {
+		var err error
+		if paths, err = openstack.CloudsPaths(o.getenv()); err != nil {
+			return nil, err
+		}
+	}
+	return ConnectClouds(paths), nil
+}
+
+// dial opens one cloud from the clouds.yaml at paths.
+func (o *OpenStack) dial(ctx context.Context, cloud string, paths []string, log *slog.Logger) (Cloud, error) {
+	connect, err := o.connector(paths)
+	if err != nil {
+		return nil, err
+	}
+	return connect(ctx, cloud, log)
 }
 
 func (o *OpenStack) now() time.Time {
@@ -81,76 +92,58 @@ func (o *OpenStack) now() time.Time {
 
 // osBuild is one run: its inputs and what its steps produce.
 type osBuild struct {
-	o        *OpenStack
-	log      *slog.Logger
-	spec     config.RunSpec
-	runner   release.Release
-	userData []byte
-	info     buildInfo
+	o    *OpenStack
+	log  *slog.Logger
+	spec config.RunSpec
+	job  Job
+	info buildInfo
+	pub  *publication // copy, publish, prune
 
+	open      Connector
 	cloud     Cloud
-	in        guestInputs // read by "prepare"
+	key       statedir.Key // read by "prepare"
 	flavor    *openstack.Flavor
 	network   *openstack.Network
 	baseImage *openstack.Image
 	serverID  string
 	server    *openstack.Server
 	snapshot  *openstack.Image
-	copies    *copyResult
-	published []config.PublishedImage
-	pruneErr  error // pruning failed after publishing: a partial success
 }
 
-// Run builds spec's image in spec.Cloud and publishes it to
-// spec.PublishClouds(). It returns one image per publish cloud. The steps
+// Build builds the job's image in its Spec.Cloud and publishes it to
+// Spec.PublishClouds(). It returns one image per publish cloud. The steps
 // (see steps) run in order; on failure, Ctrl-C or SIGTERM their cleanups
 // run in reverse: nothing is left in any cloud and nothing is published.
 // Once published, the images stay: when pruning or a cleanup fails after
 // that (errs.KindPartial), or a signal interrupts pruning
-// (errs.KindInterrupted), Run returns them with the error.
-func (o *OpenStack) Run(ctx context.Context, log *slog.Logger, spec config.RunSpec, runner release.Release, userData []byte) ([]config.PublishedImage, error) {
+// (errs.KindInterrupted), Build returns them with the error.
+func (o *OpenStack) Build(ctx context.Context, log *slog.Logger, job Job) ([]config.PublishedImage, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	spec := job.Spec
 	if spec.Builder != config.BuilderOpenStack {
 		return nil, errs.New(errs.KindInternal, "the openstack builder was given a %s build", spec.Builder)
 	}
-	if err := spec.Validate(); err != nil {
+	connect, err := o.connector(spec.CloudsPaths)
+	if err != nil {
 		return nil, err
 	}
-	b := &osBuild{o: o, spec: spec, runner: runner, userData: userData}
-	b.info = buildInfo{
-		ID: newBuildID(), Prefix: spec.Prefix, Arch: spec.Arch, Base: spec.Base,
-		RunnerVersion: runner.Version, Time: o.now(), BuilderVersion: o.Version,
-	}
-	b.log = log.With("build_id", b.info.ID)
+	b := o.newBuild(log, job, connect)
 	b.log.Info("openstack build", "image", spec.ImageName, "cloud", spec.Cloud,
 		"builder_server", config.BuilderName(spec.Prefix, spec.Base, spec.Arch))
-	r := &Runner{Log: b.log, CleanupTimeout: o.CleanupTimeout}
-	if err := r.Run(ctx, b.steps()); err != nil {
-		var re *RunError
-		if !errors.As(err, &re) || len(re.Leftovers) == 0 {
-			return nil, err
-		}
-		hint := "; list what is left with `" + config.SweepDryRunCommand(spec.Cloud, spec.Prefix) + "` and remove it without --dry-run"
-		withHint := fmt.Errorf("%w%s", err, hint)
-		if re.Err == nil && len(b.published) > 0 {
-			// Only a cleanup failed: the published images are good and stay.
-			return b.published, errs.Wrap(errs.KindPartial, withHint, "the image was built and published, but cleaning up failed")
-		}
-		return nil, &errs.Error{Kind: errs.KindOf(err), Err: withHint}
-	}
-	if b.pruneErr != nil {
-		// The new images are published and stay: consumers may already use
-		// them. Old revisions remain until a later run prunes them.
-		if ctx.Err() != nil {
-			return b.published, errs.Wrap(errs.KindInterrupted, b.pruneErr,
-				"interrupted while pruning: the image was built and published; old revisions remain (the next run prunes them)")
-		}
-		return b.published, errs.Wrap(errs.KindPartial, b.pruneErr,
-			"the image was built and published, but old revisions were not all pruned (the next run prunes them)")
-	}
-	return b.published, nil
+	r := &Runner{Log: b.log, CleanupTimeout: o.CleanupTimeout, Observe: job.Observe}
+	return b.pub.result(ctx, r.Run(ctx, b.steps()))
+}
+
+// newBuild is one build of job, connecting to clouds with connect.
+func (o *OpenStack) newBuild(log *slog.Logger, job Job, connect Connector) *osBuild {
+	spec := job.Spec
+	b := &osBuild{o: o, spec: spec, job: job, open: connect}
+	b.info = newBuildInfo(spec, job.Runner, o.now(), o.Version)
+	b.log = log.With("build_id", b.info.ID)
+	b.pub = &publication{connect: connect, log: b.log, spec: spec, info: b.info, observe: job.Observe}
+	return b
 }
 
 // steps is the whole build, in order, in one place.
@@ -176,17 +169,10 @@ func (b *osBuild) steps() []Step {
 	}
 	steps[1].Cleanup = func(context.Context, bool) error { unlock(); return nil }
 
-	guest := GuestConfig{
-		Address:                  b.sshAddress,
-		Console:                  b.console,
-		InsecureSkipHostKeyCheck: spec.InsecureSkipHostKeyCheck,
-		Secrets:                  spec.Secrets,
-		Timeouts:                 spec.Timeouts,
-		Log:                      b.log,
-		Output:                   b.o.Output,
-	}
+	guest := jobGuestConfig(b.job, b.log, b.o.Output)
+	guest.Address, guest.Console = b.sshAddress, b.console
 	if !b.o.withoutGuest {
-		steps = append(steps, guestSteps(guest, b.in.complete, spec.ScriptURL != "", &GuestSession{})...)
+		steps = append(steps, guestSteps(guest, b.withKey, &GuestSession{})...)
 	}
 
 	stop := b.o.StopTimeout
@@ -196,15 +182,18 @@ func (b *osBuild) steps() []Step {
 	steps = append(steps,
 		Step{Name: "stop", Timeout: stop, Run: b.stopServer},
 		Step{Name: "snapshot", Timeout: spec.Timeouts.Snapshot, TimeoutFlag: "--snapshot-timeout", Run: b.createSnapshot, Cleanup: b.deleteSnapshot},
-		Step{Name: "copy", Timeout: spec.Timeouts.Copy, TimeoutFlag: "--copy-timeout", Run: b.copy, Cleanup: b.cleanupCopies},
-		Step{Name: "publish", Timeout: publishTimeout, Run: b.publish},
-		Step{Name: "prune", Timeout: pruneTimeout, Run: b.prune},
 	)
-	return steps
+	return append(steps, b.pub.publishSteps("copy", b.copy)...)
+}
+
+// withKey completes the guest configuration with the key "prepare" read.
+func (b *osBuild) withKey(c GuestConfig) GuestConfig {
+	c.Signer = b.key.Signer
+	return c
 }
 
 func (b *osBuild) connect(ctx context.Context) error {
-	c, err := b.o.connector()(ctx, b.spec.Cloud, b.log)
+	c, err := b.open(ctx, b.spec.Cloud, b.log)
 	if err != nil {
 		return err
 	}
@@ -228,16 +217,16 @@ func (b *osBuild) lock() (func(), error) {
 	return unlock, nil
 }
 
-// prepare reads everything local or remote the build needs before any
-// server exists: the key, the user's script, the verification.
+// prepare reads the prefix's SSH key (made on first use) before any
+// server exists.
 func (b *osBuild) prepare(ctx context.Context) error {
 	var err error
-	b.in, err = prepareGuestInputs(ctx, b.o.getenv(), b.o.HTTP, b.spec, b.runner.Version, b.log)
+	b.key, err = prefixKey(ctx, b.o.getenv(), b.spec.Prefix)
 	return err
 }
 
 func (b *osBuild) ensureKeypair(ctx context.Context) error {
-	return ensureKeypair(ctx, b.cloud, config.KeypairName(b.spec.Prefix), b.in.key, b.log)
+	return ensureKeypair(ctx, b.cloud, config.KeypairName(b.spec.Prefix), b.key, b.log)
 }
 
 // ensureKeypair makes the Nova keypair name hold key's public key: imported
@@ -329,7 +318,7 @@ func (b *osBuild) createServer(ctx context.Context) error {
 	spec := openstack.ServerSpec{
 		Name: name, ImageID: b.baseImage.ID, FlavorID: b.flavor.ID, NetworkID: b.network.ID,
 		KeyName: config.KeypairName(b.spec.Prefix), SecurityGroup: config.SecurityGroupName(b.spec.Prefix),
-		UserData: b.userData, ConfigDrive: true,
+		UserData: b.job.UserData, ConfigDrive: true,
 		Metadata: map[string]string{PropBuildID: b.info.ID, PropPrefix: b.spec.Prefix},
 	}
 	id, err := createAdopting(ctx, b.log, "builder server "+name,
@@ -343,7 +332,7 @@ func (b *osBuild) createServer(ctx context.Context) error {
 		func(ctx context.Context) (string, error) { return firstOf(b.serversOfBuild(ctx)) })
 	if id != "" {
 		b.serverID = id
-		b.o.Ledger.add(b.serverLeft(id))
+		b.job.Observe.Emit(Event{Kind: Made, What: b.serverLeft(id)})
 	}
 	if err != nil {
 		return errs.Wrap(buildKind(err), err, "creating builder server %s", name)
@@ -368,11 +357,6 @@ func buildKind(err error) errs.Kind {
 
 func (b *osBuild) serverLeft(id string) Left {
 	return Left{Kind: "server", Where: b.spec.Cloud, Name: b.builderName(), ID: id}
-}
-
-// imageLeft is an image of this build not yet published.
-func (b *osBuild) imageLeft(cloud, id string) Left {
-	return Left{Kind: "image", Where: cloud, Name: b.spec.ImageName, ID: id}
 }
 
 // serversOfBuild lists the servers with the builder's name and this
@@ -408,7 +392,7 @@ func (b *osBuild) deleteServer(ctx context.Context, _ bool) error {
 		if err := b.cloud.DeleteServer(ctx, id); err != nil {
 			return err
 		}
-		b.o.Ledger.remove(b.serverLeft(id))
+		b.job.Observe.Emit(Event{Kind: Removed, What: b.serverLeft(id)})
 		b.log.Info("builder server deleted", "id", id)
 	}
 	return nil
@@ -455,7 +439,7 @@ func (b *osBuild) createSnapshot(ctx context.Context) error {
 		})
 	if id != "" {
 		b.snapshot = &openstack.Image{ID: id, Name: b.spec.ImageName}
-		b.o.Ledger.add(b.imageLeft(b.spec.Cloud, id))
+		b.job.Observe.Emit(Event{Kind: Made, What: b.pub.imageLeft(b.spec.Cloud, id)})
 	}
 	if err != nil {
 		return errs.Wrap(errs.KindPublish, err, "snapshotting the builder")
@@ -471,6 +455,8 @@ func (b *osBuild) createSnapshot(ctx context.Context) error {
 		return errs.New(errs.KindPublish, "snapshot %s is active but reports size %d and checksum %q", id, im.SizeBytes, im.Checksum)
 	}
 	b.snapshot = im
+	b.pub.home = &publishedCopy{cloud: b.cloud, image: *im}
+	b.pub.format = *im
 	b.log.Info("snapshot active", "image", im.Name, "id", im.ID, "bytes", im.SizeBytes, "disk_format", im.DiskFormat)
 	return nil
 }
@@ -493,74 +479,35 @@ func (b *osBuild) deleteSnapshot(ctx context.Context, failed bool) error {
 		if err := b.cloud.DeleteImage(ctx, id); err != nil {
 			return err
 		}
-		b.o.Ledger.remove(b.imageLeft(b.spec.Cloud, id))
+		b.job.Observe.Emit(Event{Kind: Removed, What: b.pub.imageLeft(b.spec.Cloud, id)})
 		b.log.Info("snapshot of the failed build deleted", "id", id)
 	}
 	return nil
 }
 
-// publishTargets are the clouds to copy to: the upload clouds other than
-// the build cloud (which has the snapshot already).
-func (b *osBuild) publishTargets() []string {
-	return slices.DeleteFunc(slices.Clone(b.spec.UploadClouds), func(c string) bool { return c == b.spec.Cloud })
-}
-
-// publish describes every image (properties, published marker, visibility)
-// in one update each, and records the result in PublishClouds order.
-func (b *osBuild) publish(ctx context.Context) error {
-	props := b.info.imageProperties(true)
-	imgs := map[string]publishedCopy{b.spec.Cloud: {cloud: b.cloud, image: *b.snapshot}}
-	if b.copies != nil {
-		for name, c := range b.copies.done {
-			imgs[name] = c
-		}
+// copy downloads the snapshot once into a local temporary file (0600, a
+// spool) and uploads it to every target cloud at once while the download
+// is still writing it, then checks each copy's size and checksums once it is
+// active. The download is checked against the snapshot before the spool is
+// finished: until then an upload cannot reach the end of its data, so Glance
+// can only complete a copy with data that was verified.
+func (b *osBuild) copy(ctx context.Context) error {
+	if len(b.pub.targets()) == 0 {
+		return nil
 	}
-	// The build cloud's snapshot is published (and pruned) there even when
-	// the upload clouds are elsewhere, as the Python tool kept it.
-	order := append([]string{b.spec.Cloud}, b.publishTargets()...)
-	for _, name := range order {
-		c, ok := imgs[name]
-		if !ok {
-			return errs.New(errs.KindInternal, "no image in cloud %s to publish", name)
-		}
-		if err := c.cloud.UpdateImage(ctx, c.image.ID, props, string(b.spec.Visibility)); err != nil {
-			return errs.Wrap(errs.KindPublish, err, "publishing image %s in cloud %s", c.image.ID, name)
-		}
-		b.o.Ledger.remove(b.imageLeft(name, c.image.ID)) // published: meant to stay
-		b.log.Info("image published", "cloud", name, "image", c.image.Name, "id", c.image.ID, "visibility", string(b.spec.Visibility))
+	res := &copyResult{done: map[string]publishedCopy{}}
+	b.pub.copies = res
+	sp, err := newSpool(b.o.getenv()("TMPDIR"))
+	if err != nil {
+		return fmt.Errorf("creating a temporary file for the snapshot: %w", err)
 	}
-	b.published = nil
-	for _, name := range b.spec.PublishClouds() {
-		c := imgs[name]
-		b.published = append(b.published, config.PublishedImage{Cloud: name, ID: c.image.ID, Name: c.image.Name, Checksum: c.image.Checksum})
-	}
-	return nil
-}
-
-func (b *osBuild) prune(ctx context.Context) error {
-	clouds := map[string]Cloud{b.spec.Cloud: b.cloud}
-	ids := map[string]string{b.spec.Cloud: b.snapshot.ID}
-	if b.copies != nil {
-		for name, c := range b.copies.done {
-			clouds[name], ids[name] = c.cloud, c.image.ID
-		}
-	}
-	var failed []error
-	for _, name := range append([]string{b.spec.Cloud}, b.publishTargets()...) {
-		c := clouds[name]
-		_, err := Prune(ctx, c, name, PrunePolicy{
-			Name: b.spec.ImageName, Owner: c.ProjectID(), Keep: b.spec.KeepRevisions,
-			JustPublished: ids[name], AdoptUnmarked: b.spec.AdoptUnmarked,
-			Protect: b.spec.Protect,
-		}, b.log)
-		if err != nil {
-			failed = append(failed, err)
-		}
-	}
-	if len(failed) > 0 {
-		// Not a step failure: that would unpublish the new images.
-		b.pruneErr = errors.Join(failed...)
-		b.log.Error("pruning old revisions failed; the new images stay published", "error", b.pruneErr)
-	}
-	return nil
+	res.tmp = sp.Name() // removed by cleanupCopies
+	b.job.Observe.Emit(Event{Kind: Made, What: Left{Kind: "file", Name: res.tmp}})
+	defer sp.Close()
+	return b.pub.copyAll(ctx, res, func(ctx context.Context) io.ReadSeeker { return sp.reader(ctx) },
+		func(ctx context.Context) (Digests, error) {
+			d, err := b.download(ctx, sp)
+			sp.finish(err) // only now may an upload read to the end
+			return d, err
+		})
 }

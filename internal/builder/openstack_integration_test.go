@@ -38,6 +38,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/build"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/cli"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
@@ -85,7 +86,7 @@ func (e *itEnv) cli(ctx context.Context, environ []string, args ...string) (code
 	var out, errb testenv.LockedBuffer
 	os := &builder.OpenStack{Getenv: e.getenv, Version: "it-test", Now: e.now}
 	app := &cli.App{Stdout: &out, Stderr: &errb, Environ: environ,
-		Backend: builder.Backend{OpenStack: os}.CLI()}
+		Backend: cli.Backend{Builds: &build.Builds{OpenStack: os}, Init: os.Init, LatestBuildID: os.LatestBuildID}}
 	code = app.Main(ctx, args)
 	e.t.Logf("$ github-runner-image-builder %s\n-> exit %d\n--- stdout\n%s\n--- stderr (tail)\n%s",
 		strings.Join(args, " "), code, out.String(), tailLines(errb.String(), 40))

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,7 +18,6 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
 )
 
@@ -71,7 +71,12 @@ func TestOpenStackStepsInOrder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := &osBuild{o: &OpenStack{}, spec: testSpec(t, tt.spec)}
+			spec := testSpec(t, tt.spec)
+			job := Job{Spec: spec}
+			if spec.ScriptURL != "" {
+				job.Script = []byte("#!/bin/sh\n")
+			}
+			b := (&OpenStack{}).newBuild(slog.New(slog.DiscardHandler), job, nil)
 			steps := b.steps()
 			if got := stepNames(steps); !slices.Equal(got, tt.want) {
 				t.Errorf("steps\n got %q\nwant %q", got, tt.want)
@@ -99,7 +104,7 @@ func TestRunWithoutBaseImage(t *testing.T) {
 	build := newFakeCloud("build")
 	o := testOpenStack(t, build)
 	spec := testSpec(t, nil)
-	_, err := o.Run(context.Background(), nil, spec, release.Release{}, []byte("#cloud-config\n"))
+	_, err := o.Build(context.Background(), nil, testJob(t, spec, []byte("#cloud-config\n")))
 	if !errs.Is(err, errs.KindNotFound) || !strings.Contains(err.Error(), "run init") {
 		t.Fatalf("err = %v, want not-found saying to run init", err)
 	}
@@ -107,7 +112,7 @@ func TestRunWithoutBaseImage(t *testing.T) {
 		t.Error("a server was created without a base image")
 	}
 	// The lock was released: a second run gets as far again.
-	if _, err := o.Run(context.Background(), nil, spec, release.Release{}, nil); errs.Is(err, errs.KindLocked) {
+	if _, err := o.Build(context.Background(), nil, testJob(t, spec, nil)); errs.Is(err, errs.KindLocked) {
 		t.Errorf("second run: %v", err)
 	}
 }
@@ -118,7 +123,7 @@ func TestRunServerErrorDeletesServer(t *testing.T) {
 	build.store(config.BaseImageName("p", config.BaseNoble, config.ArchX64), "qcow2", nil, []byte("base"))
 	build.serverFault = "No valid host was found"
 	o := testOpenStack(t, build)
-	_, err := o.Run(context.Background(), nil, testSpec(t, nil), release.Release{}, nil)
+	_, err := o.Build(context.Background(), nil, testJob(t, testSpec(t, nil), nil))
 	if errs.KindOf(err) != errs.KindBuild || errs.ExitCode(err) != 6 || !strings.Contains(err.Error(), "No valid host was found") {
 		t.Fatalf("err = %v (exit %d), want a build failure with the fault", err, errs.ExitCode(err))
 	}
@@ -147,7 +152,7 @@ func TestRunLockedByAnotherRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unlock()
-	_, err = o.Run(context.Background(), nil, spec, release.Release{}, nil)
+	_, err = o.Build(context.Background(), nil, testJob(t, spec, nil))
 	if errs.ExitCode(err) != 9 {
 		t.Fatalf("err = %v (exit %d), want locked (9)", err, errs.ExitCode(err))
 	}
@@ -171,6 +176,7 @@ func publishFixture(t *testing.T, upload ...string) (*osBuild, map[string]*fakeC
 		RunnerVersion: "2.330.0", Time: o.now(), BuilderVersion: o.Version}, cloud: clouds["build"]}
 	snap := clouds["build"].store(spec.ImageName, "qcow2", b.info.imageProperties(false), []byte("the built image"))
 	b.snapshot = snap
+	attachPublication(b)
 	return b, clouds
 }
 
@@ -183,19 +189,19 @@ func TestCopyPublishPrune(t *testing.T) {
 	old2 := east.store(b.spec.ImageName, "qcow2", map[string]string{PropPublished: "true"}, []byte("old2"))
 	python := east.store(b.spec.ImageName, "qcow2", nil, []byte("python"))
 
-	for _, step := range []func(context.Context) error{b.copy, b.publish, b.prune} {
+	for _, step := range []func(context.Context) error{b.copy, b.pub.publish, b.pub.prune} {
 		if err := step(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := b.cleanupCopies(ctx, false); err != nil {
+	if err := b.pub.cleanupCopies(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(b.copies.tmp); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(b.pub.copies.tmp); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("temporary file left: %v", err)
 	}
 	var gotClouds []string
-	for _, p := range b.published {
+	for _, p := range b.pub.published {
 		gotClouds = append(gotClouds, p.Cloud)
 		c := clouds[p.Cloud]
 		im, err := c.GetImage(ctx, p.ID)
@@ -213,11 +219,11 @@ func TestCopyPublishPrune(t *testing.T) {
 	if !slices.Equal(gotClouds, []string{"east", "build", "west"}) {
 		t.Errorf("published in %v, want --upload-clouds order", gotClouds)
 	}
-	if p := b.published[1]; p.ID != b.snapshot.ID {
+	if p := b.pub.published[1]; p.ID != b.snapshot.ID {
 		t.Errorf("the build cloud's image is %s, want the snapshot %s (no copy to itself)", p.ID, b.snapshot.ID)
 	}
 	// keep 2: the new copy and old2 stay; old1 goes; the unmarked one stays.
-	for id, want := range map[string]bool{old1.ID: false, old2.ID: true, python.ID: true, b.published[0].ID: true} {
+	for id, want := range map[string]bool{old1.ID: false, old2.ID: true, python.ID: true, b.pub.published[0].ID: true} {
 		if _, err := east.GetImage(ctx, id); (err == nil) != want {
 			t.Errorf("east image %s present=%v, want %v", id, err == nil, want)
 		}
@@ -333,4 +339,39 @@ func TestDigestsMatch(t *testing.T) {
 			t.Errorf("matches(%+v) = %v, want %q", tt.im, err, tt.want)
 		}
 	}
+}
+
+// attachPublication gives a build made by hand (a test's fixture) the
+// publishing state Build gives it, from its cloud and snapshot.
+func attachPublication(b *osBuild) {
+	b.pub = &publication{connect: b.o.Connect, log: b.log, spec: b.spec, info: b.info, observe: b.job.Observe}
+	b.open = b.o.Connect
+	if b.snapshot != nil {
+		b.pub.home = &publishedCopy{cloud: b.cloud, image: *b.snapshot}
+		b.pub.format = *b.snapshot
+	}
+}
+
+// testJob prepares spec as internal/build does for a build: the verify
+// script read, the script fetched, the checks made.
+func testJob(t testing.TB, spec config.RunSpec, userData []byte) Job {
+	t.Helper()
+	var verify []byte
+	if spec.VerifyScriptFile != "" {
+		var err error
+		if verify, err = os.ReadFile(spec.VerifyScriptFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checks, err := ChecksFor(spec, "", verify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := Job{Spec: spec, UserData: userData, Checks: checks}
+	if spec.ScriptURL != "" {
+		if job.Script, err = FetchScript(context.Background(), nil, spec.ScriptURL, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return job
 }

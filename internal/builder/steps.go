@@ -32,8 +32,54 @@ type Runner struct {
 	Log *slog.Logger
 	// CleanupTimeout bounds each cleanup (default 5 minutes).
 	CleanupTimeout time.Duration
-	// OnStep, if set, is told how each step ended (for metrics and progress).
-	OnStep func(name string, took time.Duration, err error)
+	// Observe, if set, is told when each step starts and ends: metrics,
+	// progress lines and tests read the build through it, never its logs.
+	Observe Observer
+}
+
+// EventKind says what an Event reports.
+type EventKind int
+
+// The events of a build.
+const (
+	// StepStarted: Step began its Run.
+	StepStarted EventKind = iota + 1
+	// StepEnded: Step's Run returned after Took, with Err (nil: it succeeded).
+	StepEnded
+	// Made: the build made What (a server, an unpublished image, a scratch
+	// file, a qemu directory) and has not removed it yet.
+	Made
+	// Removed: the build removed What, or published it (it is meant to stay).
+	Removed
+)
+
+// Event is one thing a build tells its observers.
+type Event struct {
+	Kind EventKind
+	Step string        // StepStarted, StepEnded
+	Took time.Duration // StepEnded
+	Err  error         // StepEnded
+	What Left          // Made, Removed
+}
+
+// Observer receives a build's events as they happen; it must not block.
+// A nil Observer ignores them.
+type Observer func(Event)
+
+// Emit tells o about ev (a nil o ignores it).
+func (o Observer) Emit(ev Event) {
+	if o != nil {
+		o(ev)
+	}
+}
+
+// Observers fans events out to every non-nil observer, in order.
+func Observers(obs ...Observer) Observer {
+	return func(ev Event) {
+		for _, o := range obs {
+			o.Emit(ev)
+		}
+	}
 }
 
 // Leftover describes a cleanup that failed: something may be left behind.
@@ -119,6 +165,7 @@ func (r *Runner) runStep(ctx context.Context, log *slog.Logger, s Step) error {
 	defer cancel()
 	start := time.Now()
 	log.Info("step started", "step", s.Name)
+	r.Observe.Emit(Event{Kind: StepStarted, Step: s.Name})
 	err := s.Run(stepCtx)
 	took := time.Since(start)
 	switch {
@@ -135,9 +182,7 @@ func (r *Runner) runStep(ctx context.Context, log *slog.Logger, s Step) error {
 	default:
 		err = fmt.Errorf("step %s: %w", s.Name, err)
 	}
-	if r.OnStep != nil {
-		r.OnStep(s.Name, took, err)
-	}
+	r.Observe.Emit(Event{Kind: StepEnded, Step: s.Name, Took: took, Err: err})
 	if err != nil {
 		log.Error("step failed", "step", s.Name, "took", took.Round(time.Millisecond), "error", err)
 	} else {

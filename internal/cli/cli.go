@@ -15,9 +15,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/build"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/service"
 )
 
@@ -26,26 +26,16 @@ import (
 type Backend struct {
 	// Init seeds a cloud (or the local cache) with base images, keypair and security group.
 	Init func(ctx context.Context, log *slog.Logger, spec config.InitSpec) error
-	// Run builds and publishes an image. runner is the resolved release
-	// (zero when spec.UserDataFile replaces the recipe and no version is
-	// pinned); userData is what the builder boots with. It returns one image
-	// per spec.PublishClouds(), in any order.
-	Run func(ctx context.Context, log *slog.Logger, spec config.RunSpec, runner release.Release, userData []byte) ([]config.PublishedImage, error)
+	// Builds runs `run` and the builder host's builds; nil can only
+	// prepare dry runs.
+	Builds *build.Builds
 	// LatestBuildID returns the newest image's ID, or "" when there is none.
 	LatestBuildID func(ctx context.Context, log *slog.Logger, q config.LatestQuery) (string, error)
 	// Sweep removes (or with spec.DryRun lists) what crashed runs left behind.
 	Sweep func(ctx context.Context, log *slog.Logger, spec config.SweepSpec) ([]SweptResource, error)
-	// Resolver looks the runner release up; nil means one built from the
-	// --runner-* flags with GitHub's defaults. Tests set it to reach loopback.
-	Resolver RunnerResolver
 	// Catalog lists a cloud's images for the builder host's commands
 	// (build, latest, serve); nil means internal/openstack. Tests set a fake.
 	Catalog service.Catalog
-}
-
-// RunnerResolver resolves a runner release (release.Resolver does).
-type RunnerResolver interface {
-	Resolve(ctx context.Context, version string, arch config.Arch, pinnedSHA string) (release.Release, error)
 }
 
 // SweptResource is one resource `sweep` removed (or would remove).

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/build"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/recipe"
@@ -77,7 +78,7 @@ func checkUsage(t *testing.T, r result, want string) {
 
 func TestBadInputExitsTwo(t *testing.T) {
 	userData := filepath.Join(t.TempDir(), "big")
-	if err := os.WriteFile(userData, bytes.Repeat([]byte("x"), maxUserData+1), 0o600); err != nil {
+	if err := os.WriteFile(userData, bytes.Repeat([]byte("x"), build.MaxUserData+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -401,10 +402,10 @@ func TestWriteRunResult(t *testing.T) {
 func TestRunCallsBackendAndPrintsIDs(t *testing.T) {
 	var gotSpec config.RunSpec
 	var gotUserData []byte
-	backend := Backend{Run: func(_ context.Context, log *slog.Logger, spec config.RunSpec, rel release.Release, ud []byte) ([]config.PublishedImage, error) {
+	backend := Backend{Builds: fakeBuilds(func(_ context.Context, log *slog.Logger, spec config.RunSpec, rel release.Release, ud []byte) ([]config.PublishedImage, error) {
 		gotSpec, gotUserData = spec, ud
 		return []config.PublishedImage{{Cloud: "b", ID: "22"}, {Cloud: "a", ID: "11"}}, nil
-	}}
+	})}
 	r := runApp(t, testEnv("IMAGE_BUILDER_SECRET_PW=s3"), backend,
 		pinned("--os-cloud", "build", "run", "img", "--arch", "x64", "--upload-clouds", "a,b")...)
 	if r.code != 0 {
@@ -429,9 +430,9 @@ func TestRunPrintsImagesPublishedBeforeAFailure(t *testing.T) {
 		kind errs.Kind
 		want int
 	}{{errs.KindPartial, 10}, {errs.KindInterrupted, 130}} {
-		backend := Backend{Run: func(context.Context, *slog.Logger, config.RunSpec, release.Release, []byte) ([]config.PublishedImage, error) {
+		backend := Backend{Builds: fakeBuilds(func(context.Context, *slog.Logger, config.RunSpec, release.Release, []byte) ([]config.PublishedImage, error) {
 			return []config.PublishedImage{{Cloud: "a", ID: "11"}}, errs.New(tt.kind, "old revisions were not all pruned")
-		}}
+		})}
 		r := runApp(t, testEnv(), backend, pinned("--os-cloud", "a", "run", "img", "--arch", "x64", "--upload-clouds", "a")...)
 		if r.code != tt.want || r.stdout != "Image build success:\n11" || !strings.Contains(r.stderr, "not all pruned") {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit %d, the image on stdout and the error", tt.kind, r.code, r.stdout, r.stderr, tt.want)
@@ -503,7 +504,7 @@ func TestLatestBuildIDOutput(t *testing.T) {
 		if r.code != 0 || r.stdout != tt.want {
 			t.Errorf("id %q %s: exit %d, stdout %q; want %q", tt.id, tt.format, r.code, r.stdout, tt.want)
 		}
-		if gotQ != (config.LatestQuery{Cloud: "c", ImageName: "img", AnyStatus: true}) {
+		if gotQ.Cloud != "c" || gotQ.ImageName != "img" || !gotQ.AnyStatus {
 			t.Errorf("query %+v", gotQ)
 		}
 	}

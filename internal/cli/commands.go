@@ -8,6 +8,7 @@ import (
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 )
 
 func (inv *invocation) initCommand() *cobra.Command {
@@ -48,6 +49,9 @@ With --builder local it only fills the cache and touches no cloud.`,
 				}
 			}
 			if err := spec.Validate(); err != nil {
+				return err
+			}
+			if spec.CloudsPaths, err = openstack.CloudsPaths(inv.getenv); err != nil {
 				return err
 			}
 			if inv.app.Backend.Init == nil {
@@ -92,6 +96,9 @@ The exit code is 0 either way.`,
 			if err := q.Validate(); err != nil {
 				return err
 			}
+			if q.CloudsPaths, err = openstack.CloudsPaths(inv.getenv); err != nil {
+				return err
+			}
 			if inv.app.Backend.LatestBuildID == nil {
 				return notImplemented("latest-build-id")
 			}
@@ -132,6 +139,9 @@ touched.`,
 			}
 			spec.Cloud = inv.cloud()
 			if err := spec.Validate(); err != nil {
+				return err
+			}
+			if spec.CloudsPaths, err = openstack.CloudsPaths(inv.getenv); err != nil {
 				return err
 			}
 			if inv.app.Backend.Sweep == nil {

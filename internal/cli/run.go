@@ -4,22 +4,17 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/build"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/recipe"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 )
-
-// maxUserData caps --user-data: Nova accepts 64 KiB of base64 user-data.
-const maxUserData = 48 << 10
 
 type runFlags struct {
 	in     config.RunInput
@@ -90,8 +85,8 @@ With --runner-version and --runner-sha256 both given nothing is fetched, so
 	return cmd
 }
 
-// run validates, prepares the user-data and either prints the plan (dry
-// run) or hands the build to the Backend.
+// run turns the flags into a validated request and either prints the
+// plan (dry run) or hands it to the build, printing what it published.
 func (inv *invocation) run(ctx context.Context, imageName string, f runFlags) error {
 	format, err := ParseFormat(f.format)
 	if err != nil {
@@ -104,111 +99,57 @@ func (inv *invocation) run(ctx context.Context, imageName string, f runFlags) er
 	if err != nil {
 		return err
 	}
+	if spec, err = inv.withHostDefaults(spec); err != nil {
+		return err
+	}
 	if spec.DryRun {
-		spec, runner, userData, err := inv.prepare(ctx, spec)
+		job, err := inv.builds().Prepare(ctx, inv.logger(), spec)
 		if err != nil {
 			return err
 		}
-		plan, err := inv.plan(spec, runner, userData)
+		plan, err := inv.plan(spec, job.Runner, job.UserData)
 		if err != nil {
 			return err
 		}
 		return WritePlan(inv.app.Stdout, format, plan)
 	}
-	imgs, _, err := inv.buildSpec(ctx, inv.logger(), spec)
-	if err != nil && len(imgs) == 0 {
+	res, err := inv.builds().Run(ctx, inv.logger(), spec, nil)
+	if err != nil && len(res.Images) == 0 {
 		return err
 	}
 	// Published images are printed even when pruning or a cleanup failed
 	// afterwards (exit 10) or was interrupted (exit 130): they stay, and
 	// consumers may use them.
-	if werr := WriteRunResult(inv.app.Stdout, format, spec.PublishClouds(), imgs); werr != nil {
+	if werr := WriteRunResult(inv.app.Stdout, format, spec.PublishClouds(), res.Images); werr != nil {
 		return werr
 	}
 	return err
 }
 
-// prepare completes a validated RunSpec with this host's defaults (the
-// local builder's cache) and prepares its user-data.
-func (inv *invocation) prepare(ctx context.Context, spec config.RunSpec) (config.RunSpec, release.Release, []byte, error) {
+// builds is the Backend's build runner (a zero one, which can still
+// prepare a dry run, when none is wired).
+func (inv *invocation) builds() *build.Builds {
+	if inv.app.Backend.Builds == nil {
+		return &build.Builds{}
+	}
+	return inv.app.Backend.Builds
+}
+
+// withHostDefaults completes a validated request with what this host
+// decides: where clouds.yaml is looked up, and the local builder's cache.
+func (inv *invocation) withHostDefaults(spec config.RunSpec) (config.RunSpec, error) {
+	var err error
+	if spec.CloudsPaths == nil {
+		if spec.CloudsPaths, err = openstack.CloudsPaths(inv.getenv); err != nil {
+			return spec, err
+		}
+	}
 	if spec.Builder == config.BuilderLocal && spec.CacheDir == "" && spec.BaseImageFile == "" {
-		var err error
 		if spec.CacheDir, err = config.CacheDir(inv.getenv); err != nil {
-			return spec, release.Release{}, nil, err
+			return spec, err
 		}
 	}
-	runner, userData, err := inv.prepareUserData(ctx, spec)
-	return spec, runner, userData, err
-}
-
-// buildSpec is the one path from a validated RunSpec to a build: prepare
-// it, then hand it to the Backend. `run` and the builder host (`build`,
-// `serve`, one call per cell) both use it. It returns the images and the
-// runner release the recipe installs.
-func (inv *invocation) buildSpec(ctx context.Context, log *slog.Logger, spec config.RunSpec) ([]config.PublishedImage, release.Release, error) {
-	spec, runner, userData, err := inv.prepare(ctx, spec)
-	if err != nil {
-		return nil, release.Release{}, err
-	}
-	if inv.app.Backend.Run == nil {
-		return nil, release.Release{}, notImplemented("run --builder " + string(spec.Builder))
-	}
-	log.Info("build starting", "image", spec.ImageName, "cloud", spec.Cloud, "arch", string(spec.Arch),
-		"base", string(spec.Base), "builder", string(spec.Builder), "runner_version", runner.Version)
-	imgs, err := inv.app.Backend.Run(ctx, log, spec, runner, userData)
-	return imgs, runner, err
-}
-
-// prepareUserData resolves the runner release and renders the recipe, or
-// reads --user-data (then the release is only what was pinned: nothing is fetched).
-func (inv *invocation) prepareUserData(ctx context.Context, spec config.RunSpec) (release.Release, []byte, error) {
-	if spec.VerifyScriptFile != "" {
-		if _, err := readSmallFile("--verify-script", spec.VerifyScriptFile, maxUserData); err != nil {
-			return release.Release{}, nil, err
-		}
-	}
-	if spec.UserDataFile != "" {
-		data, err := readSmallFile("--user-data", spec.UserDataFile, maxUserData)
-		if err != nil {
-			return release.Release{}, nil, err
-		}
-		var rel release.Release
-		if spec.RunnerVersion != "" {
-			rel = release.Release{Repo: spec.RunnerRepo, Version: spec.RunnerVersion, Arch: spec.Arch, SHA256: spec.RunnerSHA256}
-		}
-		return rel, data, nil
-	}
-	resolver := inv.app.Backend.Resolver
-	if resolver == nil {
-		resolver = &release.Resolver{APIURL: spec.RunnerAPIURL, Repo: spec.RunnerRepo,
-			Token: spec.GitHubToken.Reveal(), Log: inv.logger()}
-	}
-	rel, err := resolver.Resolve(ctx, spec.RunnerVersion, spec.Arch, spec.RunnerSHA256)
-	if err != nil {
-		return release.Release{}, nil, fmt.Errorf("resolving the runner release: %w", err)
-	}
-	data, err := recipe.Render(recipe.Params{Arch: spec.Arch, Base: spec.Base, Runner: rel, Proxy: spec.Proxy})
-	if err != nil {
-		return release.Release{}, nil, fmt.Errorf("rendering the recipe: %w", err)
-	}
-	return rel, data, nil
-}
-
-// readSmallFile reads a file named by a flag, refusing one larger than limit.
-func readSmallFile(flag, path string, limit int64) ([]byte, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return nil, errs.Wrap(errs.KindUsage, err, "%s", flag)
-	}
-	defer fh.Close()
-	data, err := io.ReadAll(io.LimitReader(fh, limit+1))
-	if err != nil {
-		return nil, errs.Wrap(errs.KindUsage, err, "%s %q", flag, path)
-	}
-	if int64(len(data)) > limit {
-		return nil, errs.Usage("%s %q: larger than %d KiB", flag, path, limit>>10)
-	}
-	return data, nil
+	return spec, nil
 }
 
 // Plan is what `run --dry-run` prints: every resource the build would

@@ -10,11 +10,11 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
-	"sync"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/build"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
@@ -30,8 +30,8 @@ import (
 const configFlagHelp = "the builder host's configuration file (YAML; see the README)"
 
 // serviceFor loads the configuration and connects the service to the
-// Backend: builds go through buildSpec, images are listed with
-// internal/openstack (or Backend.Catalog).
+// Backend: builds go through Backend.Builds (the path of `run`), images are
+// listed through the same cloud connector (or Backend.Catalog).
 func (inv *invocation) serviceFor(path string, metrics *service.Metrics) (*service.Service, error) {
 	if path == "" {
 		return nil, errs.Usage("--config is required: the builder host's configuration file")
@@ -45,21 +45,23 @@ func (inv *invocation) serviceFor(path string, metrics *service.Metrics) (*servi
 		return nil, err
 	}
 	log := inv.logger()
+	builds := inv.builds()
 	s := &service.Service{
-		Config:  cfg,
-		Builder: specBuilder{inv},
-		Catalog: inv.app.Backend.Catalog,
-		Metrics: metrics,
-		Log:     log,
-		Environ: inv.app.Environ,
+		Config:      cfg,
+		Builder:     builds,
+		Catalog:     inv.app.Backend.Catalog,
+		Metrics:     metrics,
+		Log:         log,
+		Environ:     inv.app.Environ,
+		CloudsPaths: paths,
 	}
 	if s.Catalog == nil {
-		s.Catalog = &cloudCatalog{paths: paths, log: log, clouds: map[string]*openstack.Cloud{}}
+		s.Catalog = service.NewCloudCatalog(paths, log)
 	}
 	if inv.app.Backend.Init != nil {
 		s.Init = initFunc(inv.app.Backend.Init)
 	}
-	s.Resolver = inv.app.Backend.Resolver
+	s.Resolver = builds.Resolver
 	if s.Resolver == nil {
 		var token string
 		if cfg.RunnerToken != nil {
@@ -74,9 +76,8 @@ func (inv *invocation) serviceFor(path string, metrics *service.Metrics) (*servi
 
 // cloudsPaths is where clouds.yaml is looked up for the configuration: its
 // clouds_file, else $OS_CLIENT_CONFIG_FILE, else setup's file when it
-// exists, else the openstack CLI's search path. The builders read
-// OS_CLIENT_CONFIG_FILE from the process environment, so it is set to the
-// configuration's clouds_file.
+// exists, else the openstack CLI's search path. The builds and look-ups
+// are given these paths (nothing is passed through the environment).
 func (inv *invocation) cloudsPaths(cfg *service.Config) ([]string, error) {
 	file := cfg.CloudsFile
 	if file == "" && inv.getenv(openstack.CloudsFileEnv) == "" {
@@ -86,11 +87,6 @@ func (inv *invocation) cloudsPaths(cfg *service.Config) ([]string, error) {
 	}
 	if file == "" {
 		return openstack.CloudsPaths(inv.getenv)
-	}
-	if os.Getenv(openstack.CloudsFileEnv) != file {
-		if err := os.Setenv(openstack.CloudsFileEnv, file); err != nil {
-			return nil, fmt.Errorf("setting %s: %w", openstack.CloudsFileEnv, err)
-		}
 	}
 	return []string{file}, nil
 }
@@ -107,44 +103,10 @@ func hostMode() install.Mode {
 	return install.User
 }
 
-// specBuilder builds one cell through buildSpec (the path of `run`).
-type specBuilder struct{ inv *invocation }
-
-func (b specBuilder) Build(ctx context.Context, log *slog.Logger, spec config.RunSpec) (service.BuildResult, error) {
-	imgs, rel, err := b.inv.buildSpec(ctx, log, spec)
-	return service.BuildResult{Images: imgs, RunnerVersion: rel.Version}, err
-}
-
 type initFunc func(ctx context.Context, log *slog.Logger, spec config.InitSpec) error
 
 func (f initFunc) Init(ctx context.Context, log *slog.Logger, spec config.InitSpec) error {
 	return f(ctx, log, spec)
-}
-
-// cloudCatalog lists images with internal/openstack, one connection per cloud.
-type cloudCatalog struct {
-	paths []string
-	log   *slog.Logger
-
-	mu     sync.Mutex
-	clouds map[string]*openstack.Cloud
-}
-
-func (c *cloudCatalog) ListImagesByName(ctx context.Context, cloud, name string, activeOnly bool) ([]openstack.Image, error) {
-	c.mu.Lock()
-	conn := c.clouds[cloud]
-	c.mu.Unlock()
-	if conn == nil {
-		var err error
-		conn, err = openstack.Connect(ctx, cloud, openstack.WithLogger(c.log), openstack.WithCloudsPaths(c.paths...))
-		if err != nil {
-			return nil, err
-		}
-		c.mu.Lock()
-		c.clouds[cloud] = conn
-		c.mu.Unlock()
-	}
-	return conn.ListImagesByName(ctx, name, activeOnly)
 }
 
 func (inv *invocation) setupCommand() *cobra.Command {
@@ -212,7 +174,7 @@ interval only the schedule changes.`,
 				o.User = u.Username
 			}
 			if cloudsYAML != "" {
-				if o.CloudsYAML, err = readSmallFile("--clouds-yaml", cloudsYAML, 1<<20); err != nil {
+				if o.CloudsYAML, err = build.ReadSmallFile("--clouds-yaml", cloudsYAML, 1<<20); err != nil {
 					return err
 				}
 			}

@@ -77,7 +77,7 @@ func publishingBackend(cat *memCatalog, gate <-chan struct{}, started chan<- str
 	n := 0
 	return Backend{
 		Catalog: cat,
-		Run: func(ctx context.Context, _ *slog.Logger, spec config.RunSpec, runner release.Release, userData []byte) ([]config.PublishedImage, error) {
+		Builds: fakeBuilds(func(ctx context.Context, _ *slog.Logger, spec config.RunSpec, runner release.Release, userData []byte) ([]config.PublishedImage, error) {
 			if started != nil {
 				started <- spec.ImageName
 			}
@@ -104,7 +104,7 @@ func publishingBackend(cat *memCatalog, gate <-chan struct{}, started chan<- str
 				out = append(out, config.PublishedImage{Cloud: cloud, ID: id, Name: spec.ImageName})
 			}
 			return out, nil
-		},
+		}),
 	}
 }
 

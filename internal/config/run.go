@@ -161,6 +161,10 @@ type RunSpec struct {
 	BaseImageURL    string // mirror of https://cloud-images.ubuntu.com/, or ""
 	BaseImageSerial string // dated serial of the mirror's image, "" is current
 	CacheDir        string // where verified base images are kept; "" is config.CacheDir's default
+
+	// CloudsPaths is where clouds.yaml is looked up, set by the front end:
+	// the openstack CLI's search path, or the service's clouds_file.
+	CloudsPaths []string
 }
 
 // RunInput is `run` as typed: flag values and the environment, unparsed.

@@ -13,7 +13,8 @@ import (
 // InitSpec is a validated `init`: seed a cloud (or, for the local builder,
 // the cache) with base images, and the cloud with a keypair and a security group.
 type InitSpec struct {
-	Cloud        string // --os-cloud; "" only with the local builder
+	Cloud        string   // --os-cloud; "" only with the local builder
+	CloudsPaths  []string // where clouds.yaml is looked up (nil: the openstack CLI's search path)
 	Arch         Arch
 	Prefix       string
 	Bases        []Base // default: every base, as the Python tool
@@ -160,10 +161,11 @@ func BasesFor(a Arch) []Base {
 
 // SweepSpec is a validated `sweep`: remove what crashed runs of a prefix left behind.
 type SweepSpec struct {
-	Cloud     string
-	Prefix    string
-	OlderThan time.Duration // only resources at least this old are removed
-	DryRun    bool          // list, remove nothing
+	Cloud       string
+	CloudsPaths []string // where clouds.yaml is looked up (nil: the openstack CLI's search path)
+	Prefix      string
+	OlderThan   time.Duration // only resources at least this old are removed
+	DryRun      bool          // list, remove nothing
 }
 
 // MinSweepAge is the smallest --older-than: younger resources may belong to
@@ -186,9 +188,10 @@ func (s SweepSpec) Validate() error {
 
 // LatestQuery is a validated `latest-build-id`.
 type LatestQuery struct {
-	Cloud     string
-	ImageName string
-	AnyStatus bool // also images still queued or saving
+	Cloud       string
+	CloudsPaths []string // where clouds.yaml is looked up (nil: the openstack CLI's search path)
+	ImageName   string
+	AnyStatus   bool // also images still queued or saving
 }
 
 // Validate checks every field of q.

@@ -248,3 +248,23 @@ func classifyAuth(err error, cloud, authURL string) error {
 	}
 	return errs.Wrap(errs.KindAuth, err, "authenticating to cloud %q at %s", cloud, authURL)
 }
+
+// Connector opens clouds by their clouds.yaml names from the clouds.yaml
+// found at Paths (see CloudsPaths). It is how every part of the tool
+// reaches a cloud: the builders, init, sweep and the builder host's look-ups.
+type Connector struct {
+	Paths []string
+	Log   *slog.Logger // nil: discard
+}
+
+// Connect opens cloud, logging with log (nil: c.Log).
+func (c Connector) Connect(ctx context.Context, cloud string, log *slog.Logger) (*Cloud, error) {
+	if log == nil {
+		log = c.Log
+	}
+	opts := []Option{WithCloudsPaths(c.Paths...)}
+	if log != nil {
+		opts = append(opts, WithLogger(log))
+	}
+	return Connect(ctx, cloud, opts...)
+}

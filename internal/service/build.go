@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/build"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/clock"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
@@ -29,16 +30,11 @@ const (
 	resultLocked  = "locked"
 )
 
-// Builder builds one image: the same path as `run` (resolve the runner
-// release, render the recipe, build, publish, prune).
+// Builder builds one image: the same path as `run` (*build.Builds:
+// resolve the runner release, render the recipe, build, publish, prune).
+// observe receives the build's step events (the metrics read them).
 type Builder interface {
-	Build(ctx context.Context, log *slog.Logger, spec config.RunSpec) (BuildResult, error)
-}
-
-// BuildResult is what one build published.
-type BuildResult struct {
-	Images        []config.PublishedImage // one per spec.PublishClouds()
-	RunnerVersion string                  // the runner version installed ("" if unknown)
+	Run(ctx context.Context, log *slog.Logger, spec config.RunSpec, observe build.Observer) (build.Result, error)
 }
 
 // Initializer seeds a cloud (or the local cache) with base images: `init`.
@@ -63,8 +59,11 @@ type Service struct {
 	// Environ is the process environment (KEY=VALUE): secrets named by
 	// {env: NAME} are read from it, callbacks inherit it without secrets.
 	Environ []string
-	Now     func() time.Time                                 // default time.Now
-	Sleep   func(ctx context.Context, d time.Duration) error // default: a timer; tests shorten it
+	// CloudsPaths is where the builds and look-ups read clouds.yaml (the
+	// configuration's clouds_file, or the openstack CLI's search path).
+	CloudsPaths []string
+	Now         func() time.Time                                 // default time.Now
+	Sleep       func(ctx context.Context, d time.Duration) error // default: a timer; tests shorten it
 }
 
 func (s *Service) log() *slog.Logger {
@@ -309,6 +308,7 @@ func (s *Service) initSpecsDue(st *State, force bool) ([]config.InitSpec, error)
 	all := force || (every > 0 && s.now().Sub(st.LastBaseRefresh) >= every)
 	var out []config.InitSpec
 	for _, spec := range s.Config.InitSpecs(cacheDir) {
+		spec.CloudsPaths = s.CloudsPaths
 		if !all {
 			spec.Bases = slices.DeleteFunc(spec.Bases, func(b config.Base) bool {
 				return slices.Contains(st.Seeded, seedKey(spec.Cloud, spec.Arch, b))
@@ -402,14 +402,11 @@ func (s *Service) buildCell(ctx context.Context, cell Cell, protect []string) Ce
 	if err != nil {
 		return failed(res, fmt.Errorf("%s: %w", cell.ImageName, err))
 	}
-	blog := log
-	if s.Metrics != nil {
-		blog = slog.New(&stepObserver{Handler: log.Handler(), observe: s.Metrics.ObservePhase})
-	}
+	spec.CloudsPaths = s.CloudsPaths
 	for attempt := 1; ; attempt++ {
 		res.Attempts = attempt
 		log.Info("build starting", "attempt", attempt)
-		br, err := s.Builder.Build(ctx, blog, spec)
+		br, err := s.Builder.Run(ctx, log, spec, s.Metrics.ObserveStep)
 		if errs.KindOf(err) == errs.KindPartial && len(br.Images) > 0 {
 			// Published, but old revisions were not all pruned: the cell's
 			// images are good and recorded; the next build prunes.
@@ -418,7 +415,7 @@ func (s *Service) buildCell(ctx context.Context, cell Cell, protect []string) Ce
 		}
 		if err == nil {
 			res.Images, err = orderImages(s.Config.PublishClouds(), br.Images)
-			res.RunnerVersion = br.RunnerVersion
+			res.RunnerVersion = br.Runner.Version
 		}
 		if err == nil {
 			break
@@ -613,43 +610,6 @@ func describe(bad []CellResult) string {
 		parts[i] = fmt.Sprintf("%s: %s", r.ImageName, r.Error)
 	}
 	return strings.Join(parts, "; ")
-}
-
-// stepObserver passes log records on and reports each builder step's
-// duration ("step done" records with step and took, as builder.Runner logs).
-type stepObserver struct {
-	slog.Handler
-	observe func(phase string, d time.Duration)
-}
-
-func (h *stepObserver) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "step done" {
-		var step string
-		var took time.Duration
-		r.Attrs(func(a slog.Attr) bool {
-			switch a.Key {
-			case "step":
-				step = a.Value.String()
-			case "took":
-				if a.Value.Kind() == slog.KindDuration {
-					took = a.Value.Duration()
-				}
-			}
-			return true
-		})
-		if step != "" && took > 0 {
-			h.observe(step, took)
-		}
-	}
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h *stepObserver) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &stepObserver{Handler: h.Handler.WithAttrs(attrs), observe: h.observe}
-}
-
-func (h *stepObserver) WithGroup(name string) slog.Handler {
-	return &stepObserver{Handler: h.Handler.WithGroup(name), observe: h.observe}
 }
 
 // exists reports whether path exists.

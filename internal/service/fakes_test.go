@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/build"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
@@ -70,7 +71,7 @@ type fakeBuilder struct {
 	seq       int
 }
 
-func (b *fakeBuilder) Build(ctx context.Context, _ *slog.Logger, spec config.RunSpec) (BuildResult, error) {
+func (b *fakeBuilder) Run(ctx context.Context, _ *slog.Logger, spec config.RunSpec, observe build.Observer) (build.Result, error) {
 	b.mu.Lock()
 	b.calls = append(b.calls, spec)
 	if b.perName == nil {
@@ -93,16 +94,16 @@ func (b *fakeBuilder) Build(ctx context.Context, _ *slog.Logger, spec config.Run
 		select {
 		case <-b.gate:
 		case <-ctx.Done():
-			return BuildResult{}, ctx.Err()
+			return build.Result{}, ctx.Err()
 		}
 	}
 	if b.fail != nil {
 		if err := b.fail(spec, n); err != nil {
-			return BuildResult{}, err
+			return build.Result{}, err
 		}
 	}
-	var res BuildResult
-	res.RunnerVersion = b.version
+	var res build.Result
+	res.Runner.Version = b.version
 	for _, cloud := range spec.PublishClouds() {
 		b.mu.Lock()
 		b.seq++

@@ -55,7 +55,7 @@ func TestServiceBuildOnStack(t *testing.T) {
 	run := func(args ...string) (int, string, string) {
 		var out, errb testenv.LockedBuffer
 		app := &cli.App{Stdout: &out, Stderr: &errb, Environ: environ,
-			Backend: builder.Backend{OpenStack: &builder.OpenStack{Getenv: func(k string) string { return vars[k] }, Version: "it-test"}}.CLI()}
+			Backend: stackBackend(func(k string) string { return vars[k] })}
 		code := app.Main(ctx, args)
 		tail := strings.Split(strings.TrimRight(errb.String(), "\n"), "\n")
 		t.Logf("$ github-runner-image-builder %s\n-> exit %d\n--- stdout\n%s\n--- stderr (tail)\n%s", strings.Join(args, " "),

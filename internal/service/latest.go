@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -191,4 +192,35 @@ func joinShort(items []string, n int) string {
 		return strings.Join(items, ", ")
 	}
 	return strings.Join(items[:n], ", ") + fmt.Sprintf(" and %d more", len(items)-n)
+}
+
+// cloudCatalog lists images through openstack.Connector, keeping one
+// connection per cloud.
+type cloudCatalog struct {
+	connect openstack.Connector
+
+	mu     sync.Mutex
+	clouds map[string]*openstack.Cloud
+}
+
+// NewCloudCatalog is the real Catalog: clouds are opened from the
+// clouds.yaml at paths.
+func NewCloudCatalog(paths []string, log *slog.Logger) Catalog {
+	return &cloudCatalog{connect: openstack.Connector{Paths: paths, Log: log}, clouds: map[string]*openstack.Cloud{}}
+}
+
+func (c *cloudCatalog) ListImagesByName(ctx context.Context, cloud, name string, activeOnly bool) ([]openstack.Image, error) {
+	c.mu.Lock()
+	conn := c.clouds[cloud]
+	c.mu.Unlock()
+	if conn == nil {
+		var err error
+		if conn, err = c.connect.Connect(ctx, cloud, nil); err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.clouds[cloud] = conn
+		c.mu.Unlock()
+	}
+	return conn.ListImagesByName(ctx, name, activeOnly)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/build"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/service/install"
 )
 
@@ -60,6 +61,14 @@ func NewMetrics(live bool, now func() time.Time) *Metrics {
 func (m *Metrics) ObservePhase(phase string, d time.Duration) {
 	if m != nil {
 		m.phase.WithLabelValues(phase).Observe(d.Seconds())
+	}
+}
+
+// ObserveStep records the duration of each build step that succeeded,
+// from the step runner's events (a build.Observer; nil m ignores them).
+func (m *Metrics) ObserveStep(ev build.Event) {
+	if m != nil && ev.Kind == build.StepEnded && ev.Err == nil {
+		m.ObservePhase(ev.Step, ev.Took)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/cli"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/faultproxy"
@@ -131,7 +130,7 @@ schedule: {base_image_refresh: 0s}
 			defer h.Remove()
 			var out, errb testenv.LockedBuffer
 			app := &cli.App{Stdout: &out, Stderr: &errb, Environ: environ,
-				Backend: builder.Backend{OpenStack: &builder.OpenStack{Getenv: func(k string) string { return vars[k] }, Version: "it-test"}}.CLI()}
+				Backend: stackBackend(func(k string) string { return vars[k] })}
 			code := app.Main(ctx, []string{"--log-level", "debug", "build", "--config", cfg})
 			t.Logf("exit %d\nstdout %s\nstderr (tail) %s", code, out.String(), tail(errb.String(), 15))
 			if h.Fired() != tt.fired {

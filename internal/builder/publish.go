@@ -1,0 +1,388 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/clock"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
+)
+
+// This file is the publishing path both builders share: copy the built
+// image to the clouds that do not have it yet, publish every copy
+// (properties, marker, visibility), prune old revisions, and turn the
+// outcome into the build's result. Once published, an image stays: a
+// failure after that (pruning, a cleanup) is reported with the images
+// (errs.KindPartial, exit 10), never by deleting them.
+
+// publishedCopy is an image in one cloud, with the connection to it.
+type publishedCopy struct {
+	cloud Cloud
+	image openstack.Image
+}
+
+// copyResult is what the copy step made: the verified copies per cloud,
+// and every image it created (for the cleanup of a failed build).
+type copyResult struct {
+	mu      sync.Mutex
+	done    map[string]publishedCopy
+	created []publishedCopy
+	clouds  []Cloud  // every upload cloud connected to
+	want    *Digests // the data's, once checked
+	tmp     string   // a scratch file to remove, or ""
+}
+
+// publication is one build's publishing state.
+type publication struct {
+	connect Connector
+	log     *slog.Logger
+	spec    config.RunSpec
+	info    buildInfo
+	observe Observer
+
+	// home is the image already in the build cloud (the openstack
+	// builder's snapshot); nil when the image is a local file.
+	home *publishedCopy
+	// format is the disk and container format of the copies.
+	format    openstack.Image
+	copies    *copyResult
+	published []config.PublishedImage
+	pruneErr  error // pruning failed after publishing: a partial success
+}
+
+// imageLeft is an image of this build not yet published.
+func (p *publication) imageLeft(cloud, id string) Left {
+	return Left{Kind: "image", Where: cloud, Name: p.spec.ImageName, ID: id}
+}
+
+// targets are the clouds to copy to: the upload clouds that do not hold
+// the image yet.
+func (p *publication) targets() []string {
+	if p.home == nil {
+		return slices.Clone(p.spec.UploadClouds)
+	}
+	return slices.DeleteFunc(slices.Clone(p.spec.UploadClouds), func(c string) bool { return c == p.spec.Cloud })
+}
+
+// order is every cloud that gets a published image, the build cloud's
+// snapshot first: it is published (and pruned) there even when the upload
+// clouds are elsewhere, as the Python tool kept it.
+func (p *publication) order() []string {
+	if p.home == nil {
+		return p.targets()
+	}
+	return append([]string{p.spec.Cloud}, p.targets()...)
+}
+
+// copyAll uploads src's data to every target cloud at once and checks
+// each copy. With fill set, fill produces the data while the uploads read
+// it (and must make src's reads reach the end only once the data is
+// checked); its digests are what the copies are checked against. Without
+// it, res.want must be set.
+func (p *publication) copyAll(ctx context.Context, res *copyResult, src func(context.Context) io.ReadSeeker, fill func(context.Context) (Digests, error)) error {
+	targets := p.targets()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel() // wakes any reader still waiting
+	fillErr := make(chan error, 1)
+	if fill != nil {
+		go func() {
+			d, err := fill(cctx)
+			if err != nil {
+				cancel() // the uploads cannot succeed: stop them
+			} else {
+				res.mu.Lock()
+				res.want = &d
+				res.mu.Unlock()
+			}
+			fillErr <- err
+		}()
+	} else {
+		fillErr <- nil
+	}
+	errc := make(chan error, len(targets))
+	for _, name := range targets {
+		go func() {
+			err := p.copyTo(cctx, name, res, src)
+			if err != nil {
+				cancel() // one failure dooms the build: stop the others
+			}
+			errc <- err
+		}()
+	}
+	var failed, cancelled []error
+	for range targets {
+		switch err := <-errc; {
+		case err == nil:
+		case errors.Is(err, context.Canceled) && ctx.Err() == nil:
+			cancelled = append(cancelled, err) // stopped because another copy failed
+		default:
+			failed = append(failed, err)
+		}
+	}
+	if err := <-fillErr; err != nil && (ctx.Err() != nil || !errors.Is(err, context.Canceled)) {
+		return err // the uploads failed because of it
+	}
+	if len(failed) == 0 && len(cancelled) > 0 {
+		failed = cancelled
+	}
+	if len(failed) > 0 {
+		if ctx.Err() != nil {
+			return errors.Join(failed...)
+		}
+		return errs.Wrap(errs.KindPublish, errors.Join(failed...), "copying %s to %v", p.spec.ImageName, targets)
+	}
+	return nil
+}
+
+// copyTo makes one verified copy in cloud name, uploading the data src
+// gives (from its start, for each attempt; reads wait at most until the
+// context given ends) and checking the copy against res.want, which must be
+// set by the time the data has been read to its end. An upload that fails
+// on a transient fault is sent again (at most transferAttempts times) into
+// the same image while Glance still has it queued, else into a new one.
+func (p *publication) copyTo(ctx context.Context, name string, res *copyResult, src func(context.Context) io.ReadSeeker) error {
+	c, err := p.connect(ctx, name, p.log)
+	if err != nil {
+		return fmt.Errorf("cloud %s: %w", name, err)
+	}
+	res.mu.Lock()
+	res.clouds = append(res.clouds, c)
+	res.mu.Unlock()
+
+	var id string
+	for attempt := 1; ; attempt++ {
+		if id == "" {
+			if id, err = p.createCopy(ctx, c, res); err != nil {
+				return fmt.Errorf("cloud %s: %w", name, err)
+			}
+		}
+		err = c.UploadImage(ctx, id, src(ctx))
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !openstack.IsTransient(err) || attempt == transferAttempts {
+			return fmt.Errorf("cloud %s: uploading image %s: %w", name, id, err)
+		}
+		p.log.Warn("uploading the copy failed; sending it again", "cloud", name, "id", id, "attempt", attempt, "error", err)
+		if err := clock.Sleep(ctx, retryPause); err != nil {
+			return fmt.Errorf("cloud %s: uploading image %s: %w", name, id, err)
+		}
+		if im, gerr := c.GetImage(ctx, id); gerr != nil || im.Status != openstack.ImageQueued {
+			// Glance keeps an image whose upload broke off as queued; one in
+			// any other state takes no second upload: start a new one.
+			if derr := c.DeleteImage(ctx, id); derr != nil {
+				return fmt.Errorf("cloud %s: uploading image %s: %w (deleting it to start again failed: %v)", name, id, err, derr)
+			}
+			p.observe.Emit(Event{Kind: Removed, What: p.imageLeft(name, id)})
+			id = ""
+		}
+	}
+	res.mu.Lock()
+	want := res.want
+	res.mu.Unlock()
+	if want == nil { // an upload that did not read to the end of the data
+		return errs.New(errs.KindPublish, "cloud %s: the upload of image %s ended before its data was checked", name, id)
+	}
+	active, err := c.WaitImageActive(ctx, id)
+	if err != nil {
+		return fmt.Errorf("cloud %s: %w", name, err)
+	}
+	if err := want.matches(active); err != nil {
+		return errs.New(errs.KindPublish, "cloud %s: the copy %s does not match the built image: %v", name, id, err)
+	}
+	res.mu.Lock()
+	res.done[name] = publishedCopy{cloud: c, image: *active}
+	res.mu.Unlock()
+	p.log.Info("image copied", "cloud", name, "id", id, "bytes", active.SizeBytes, "md5", active.Checksum)
+	return nil
+}
+
+// createCopy creates the copy's image record (not yet published).
+func (p *publication) createCopy(ctx context.Context, c Cloud, res *copyResult) (string, error) {
+	spec := openstack.ImageSpec{
+		Name: p.spec.ImageName, DiskFormat: p.format.DiskFormat, ContainerFormat: p.format.ContainerFormat,
+		Properties: p.info.imageProperties(false),
+	}
+	id, err := createAdopting(ctx, p.log, "image "+p.spec.ImageName+" in cloud "+c.Name(),
+		func(ctx context.Context) (string, error) {
+			im, err := c.CreateImage(ctx, spec)
+			if err != nil {
+				return "", err
+			}
+			return im.ID, nil
+		},
+		func(ctx context.Context) (string, error) {
+			return firstOf(imagesOfBuild(ctx, c, p.spec.ImageName, p.info.ID))
+		})
+	if id != "" {
+		res.mu.Lock()
+		res.created = append(res.created, publishedCopy{cloud: c, image: openstack.Image{ID: id, Name: p.spec.ImageName}})
+		res.mu.Unlock()
+		p.observe.Emit(Event{Kind: Made, What: p.imageLeft(c.Name(), id)})
+	}
+	return id, err
+}
+
+// cleanupCopies removes the scratch file and, when the build failed,
+// every image of this build in the upload clouds: those it created and any
+// other (a create whose reply was lost).
+func (p *publication) cleanupCopies(ctx context.Context, failed bool) error {
+	res := p.copies
+	if res == nil {
+		return nil
+	}
+	var errsList []error
+	if res.tmp != "" {
+		if err := os.Remove(res.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errsList = append(errsList, err)
+		} else {
+			p.observe.Emit(Event{Kind: Removed, What: Left{Kind: "file", Name: res.tmp}})
+		}
+	}
+	if !failed {
+		return errors.Join(errsList...)
+	}
+	res.mu.Lock()
+	created := append([]publishedCopy(nil), res.created...)
+	clouds := append([]Cloud(nil), res.clouds...)
+	res.mu.Unlock()
+	for _, c := range clouds {
+		ids, err := imagesOfBuild(ctx, c, p.spec.ImageName, p.info.ID)
+		if err != nil {
+			errsList = append(errsList, fmt.Errorf("cloud %s: %w", c.Name(), err))
+		}
+		for _, known := range created {
+			if known.cloud == c && !slices.Contains(ids, known.image.ID) {
+				ids = append(ids, known.image.ID)
+			}
+		}
+		for _, id := range ids {
+			if err := c.DeleteImage(ctx, id); err != nil {
+				errsList = append(errsList, fmt.Errorf("cloud %s: %w", c.Name(), err))
+				continue
+			}
+			p.observe.Emit(Event{Kind: Removed, What: p.imageLeft(c.Name(), id)})
+			p.log.Info("copy of the failed build deleted", "cloud", c.Name(), "id", id)
+		}
+	}
+	return errors.Join(errsList...)
+}
+
+// images are the build's images per cloud: the home image and the copies.
+func (p *publication) images() map[string]publishedCopy {
+	imgs := map[string]publishedCopy{}
+	if p.home != nil {
+		imgs[p.spec.Cloud] = *p.home
+	}
+	if p.copies != nil {
+		p.copies.mu.Lock()
+		for name, c := range p.copies.done {
+			imgs[name] = c
+		}
+		p.copies.mu.Unlock()
+	}
+	return imgs
+}
+
+// publish describes every image (properties, published marker, visibility)
+// in one update each, and records the result in PublishClouds order.
+func (p *publication) publish(ctx context.Context) error {
+	props := p.info.imageProperties(true)
+	imgs := p.images()
+	for _, name := range p.order() {
+		c, ok := imgs[name]
+		if !ok {
+			return errs.New(errs.KindInternal, "no image in cloud %s to publish", name)
+		}
+		if err := c.cloud.UpdateImage(ctx, c.image.ID, props, string(p.spec.Visibility)); err != nil {
+			return errs.Wrap(errs.KindPublish, err, "publishing image %s in cloud %s", c.image.ID, name)
+		}
+		p.observe.Emit(Event{Kind: Removed, What: p.imageLeft(name, c.image.ID)}) // published: meant to stay
+		p.log.Info("image published", "cloud", name, "image", c.image.Name, "id", c.image.ID, "visibility", string(p.spec.Visibility))
+	}
+	p.published = nil
+	for _, name := range p.spec.PublishClouds() {
+		c := imgs[name]
+		p.published = append(p.published, config.PublishedImage{Cloud: name, ID: c.image.ID, Name: c.image.Name, Checksum: c.image.Checksum})
+	}
+	return nil
+}
+
+// prune deletes old revisions in every cloud that got an image. A failure
+// is not a step failure (that would unpublish the new images): it is kept
+// for result.
+func (p *publication) prune(ctx context.Context) error {
+	imgs := p.images()
+	var failed []error
+	for _, name := range p.order() {
+		c := imgs[name]
+		_, err := Prune(ctx, c.cloud, name, PrunePolicy{
+			Name: p.spec.ImageName, Owner: c.cloud.ProjectID(), Keep: p.spec.KeepRevisions,
+			JustPublished: c.image.ID, AdoptUnmarked: p.spec.AdoptUnmarked,
+			Protect: p.spec.Protect,
+		}, p.log)
+		if err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if len(failed) > 0 {
+		p.pruneErr = errors.Join(failed...)
+		p.log.Error("pruning old revisions failed; the new images stay published", "error", p.pruneErr)
+	}
+	return nil
+}
+
+// publishSteps are the shared steps after the builder made its image:
+// copy (named copyName, running copyRun), then the builder's own steps
+// before (the local builder's output file), publish and prune. Nothing
+// after publish can fail the build, so nothing published is undone.
+func (p *publication) publishSteps(copyName string, copyRun func(context.Context) error, before ...Step) []Step {
+	steps := []Step{{Name: copyName, Timeout: p.spec.Timeouts.Copy, TimeoutFlag: "--copy-timeout", Run: copyRun, Cleanup: p.cleanupCopies}}
+	steps = append(steps, before...)
+	return append(steps,
+		Step{Name: "publish", Timeout: publishTimeout, Run: p.publish},
+		Step{Name: "prune", Timeout: pruneTimeout, Run: p.prune},
+	)
+}
+
+// result turns how the steps ended into the build's result. Before
+// publishing, a failure returns no image (the cleanups removed them).
+// Once published, the images stay and are returned with the error: a
+// cleanup or pruning failure is errs.KindPartial (exit 10), an interrupted
+// pruning errs.KindInterrupted.
+func (p *publication) result(ctx context.Context, err error) ([]config.PublishedImage, error) {
+	if err != nil {
+		var re *RunError
+		if !errors.As(err, &re) || len(re.Leftovers) == 0 {
+			return nil, err
+		}
+		withHint := err
+		if p.spec.Cloud != "" {
+			withHint = fmt.Errorf("%w; list what is left with `%s` and remove it without --dry-run", err,
+				config.SweepDryRunCommand(p.spec.Cloud, p.spec.Prefix))
+		}
+		if re.Err == nil && len(p.published) > 0 {
+			// Only a cleanup failed: the published images are good and stay.
+			return p.published, errs.Wrap(errs.KindPartial, withHint, "the image was built and published, but cleaning up failed")
+		}
+		return nil, &errs.Error{Kind: errs.KindOf(err), Err: withHint}
+	}
+	if p.pruneErr != nil {
+		// Old revisions remain until a later run prunes them.
+		if ctx.Err() != nil {
+			return p.published, errs.Wrap(errs.KindInterrupted, p.pruneErr,
+				"interrupted while pruning: the image was built and published; old revisions remain (the next run prunes them)")
+		}
+		return p.published, errs.Wrap(errs.KindPartial, p.pruneErr,
+			"the image was built and published, but old revisions were not all pruned (the next run prunes them)")
+	}
+	return p.published, nil
+}
