@@ -3,3 +3,8 @@ package builder
 // LocalLockName lets the external VM tests name the lock file a local build
 // leaves in the state directory.
 var LocalLockName = localLockName
+
+// WithoutGuest makes l boot nothing: the base image file is exported as
+// the built image, so the publishing path runs on a real cloud at no
+// guest boot.
+func WithoutGuest(l *Local) *Local { l.withoutGuest = true; return l }
