@@ -55,14 +55,7 @@ func Backend(version string, progress io.Writer, observe build.Observer) cli.Bac
 			return ob.Init(ctx, log, spec)
 		},
 		LatestBuildID: ob.LatestBuildID,
-		Sweep: func(ctx context.Context, log *slog.Logger, spec config.SweepSpec) ([]cli.SweptResource, error) {
-			swept, err := ob.Sweep(ctx, log, spec)
-			out := make([]cli.SweptResource, 0, len(swept))
-			for _, s := range swept {
-				out = append(out, cli.SweptResource{Kind: s.Kind, Name: s.Name, ID: s.ID})
-			}
-			return out, err
-		},
+		Sweep:         ob.Sweep,
 	}
 }
 

@@ -86,7 +86,7 @@ func (e *itEnv) cli(ctx context.Context, environ []string, args ...string) (code
 	var out, errb testenv.LockedBuffer
 	os := &builder.OpenStack{Getenv: e.getenv, Version: "it-test", Now: e.now}
 	app := &cli.App{Stdout: &out, Stderr: &errb, Environ: environ,
-		Backend: cli.Backend{Builds: &build.Builds{OpenStack: os}, Init: os.Init, LatestBuildID: os.LatestBuildID}}
+		Backend: cli.Backend{Builds: &build.Builds{OpenStack: os}, Init: os.Init, LatestBuildID: os.LatestBuildID, Sweep: os.Sweep}}
 	code = app.Main(ctx, args)
 	e.t.Logf("$ github-runner-image-builder %s\n-> exit %d\n--- stdout\n%s\n--- stderr (tail)\n%s",
 		strings.Join(args, " "), code, out.String(), tailLines(errb.String(), 40))

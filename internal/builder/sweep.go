@@ -25,13 +25,6 @@ func (o *OpenStack) LatestBuildID(ctx context.Context, log *slog.Logger, q confi
 	return c.LatestImageID(ctx, q.ImageName, q.AnyStatus)
 }
 
-// Swept is one resource Sweep removed (or, in a dry run, would remove).
-type Swept struct {
-	Kind string // server, image, keypair, security-group
-	Name string
-	ID   string
-}
-
 // Sweep removes what crashed or killed runs and inits of spec.Prefix left in
 // spec.Cloud, if created at least spec.OlderThan ago:
 //   - builder servers (named config.BuilderName for any base and arch);
@@ -44,7 +37,7 @@ type Swept struct {
 //
 // Published images and active base images are never touched. With
 // spec.DryRun nothing is removed.
-func (o *OpenStack) Sweep(ctx context.Context, log *slog.Logger, spec config.SweepSpec) ([]Swept, error) {
+func (o *OpenStack) Sweep(ctx context.Context, log *slog.Logger, spec config.SweepSpec) ([]config.SweptResource, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -63,9 +56,9 @@ func (o *OpenStack) Sweep(ctx context.Context, log *slog.Logger, spec config.Swe
 			baseNames[config.BaseImageName(spec.Prefix, b, a)] = true
 		}
 	}
-	var out []Swept
+	var out []config.SweptResource
 	var failed []error
-	remove := func(s Swept, del func() error) {
+	remove := func(s config.SweptResource, del func() error) {
 		if spec.DryRun {
 			out = append(out, s)
 			return
@@ -88,7 +81,7 @@ func (o *OpenStack) Sweep(ctx context.Context, log *slog.Logger, spec config.Swe
 	}
 	for _, s := range servers {
 		if s.Created.Before(cutoff) {
-			remove(Swept{Kind: "server", Name: s.Name, ID: s.ID}, func() error { return c.DeleteServer(ctx, s.ID) })
+			remove(config.SweptResource{Kind: "server", Name: s.Name, ID: s.ID}, func() error { return c.DeleteServer(ctx, s.ID) })
 		}
 	}
 
@@ -105,7 +98,7 @@ func (o *OpenStack) Sweep(ctx context.Context, log *slog.Logger, spec config.Swe
 		temporary := hasPrefix && prefix == spec.Prefix && im.Properties[PropBuildID] != "" && !Ours(im)
 		deadBase := baseNames[im.Name] && im.Status != openstack.ImageActive
 		if temporary || deadBase {
-			remove(Swept{Kind: "image", Name: im.Name, ID: im.ID}, func() error { return c.DeleteImage(ctx, im.ID) })
+			remove(config.SweptResource{Kind: "image", Name: im.Name, ID: im.ID}, func() error { return c.DeleteImage(ctx, im.ID) })
 		}
 	}
 
@@ -121,7 +114,7 @@ func (o *OpenStack) Sweep(ctx context.Context, log *slog.Logger, spec config.Swe
 			kp := config.KeypairName(spec.Prefix)
 			switch _, err := c.GetKeypair(ctx, kp); {
 			case err == nil:
-				remove(Swept{Kind: "keypair", Name: kp, ID: kp}, func() error { return c.DeleteKeypair(ctx, kp) })
+				remove(config.SweptResource{Kind: "keypair", Name: kp, ID: kp}, func() error { return c.DeleteKeypair(ctx, kp) })
 			case !errs.Is(err, errs.KindNotFound):
 				failed = append(failed, err)
 			}
@@ -131,7 +124,7 @@ func (o *OpenStack) Sweep(ctx context.Context, log *slog.Logger, spec config.Swe
 			}
 			for _, g := range groups {
 				if g.CreatedAt.Before(cutoff) {
-					remove(Swept{Kind: "security-group", Name: g.Name, ID: g.ID}, func() error { return c.DeleteSecurityGroup(ctx, g.ID) })
+					remove(config.SweptResource{Kind: "security-group", Name: g.Name, ID: g.ID}, func() error { return c.DeleteSecurityGroup(ctx, g.ID) })
 				}
 			}
 		} else {

@@ -32,17 +32,10 @@ type Backend struct {
 	// LatestBuildID returns the newest image's ID, or "" when there is none.
 	LatestBuildID func(ctx context.Context, log *slog.Logger, q config.LatestQuery) (string, error)
 	// Sweep removes (or with spec.DryRun lists) what crashed runs left behind.
-	Sweep func(ctx context.Context, log *slog.Logger, spec config.SweepSpec) ([]SweptResource, error)
+	Sweep func(ctx context.Context, log *slog.Logger, spec config.SweepSpec) ([]config.SweptResource, error)
 	// Catalog lists a cloud's images for the builder host's commands
 	// (build, latest, serve); nil means internal/openstack. Tests set a fake.
 	Catalog service.Catalog
-}
-
-// SweptResource is one resource `sweep` removed (or would remove).
-type SweptResource struct {
-	Kind string `json:"kind"` // server, keypair, image, security-group
-	Name string `json:"name"`
-	ID   string `json:"id"`
 }
 
 // App is one invocation of the command line.

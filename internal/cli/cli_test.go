@@ -515,9 +515,9 @@ func TestInitAndSweepReachBackend(t *testing.T) {
 	var gotSweep config.SweepSpec
 	backend := Backend{
 		Init: func(_ context.Context, _ *slog.Logger, s config.InitSpec) error { gotInit = s; return nil },
-		Sweep: func(_ context.Context, _ *slog.Logger, s config.SweepSpec) ([]SweptResource, error) {
+		Sweep: func(_ context.Context, _ *slog.Logger, s config.SweepSpec) ([]config.SweptResource, error) {
 			gotSweep = s
-			return []SweptResource{{Kind: "server", Name: "p-image-builder-noble-x64", ID: "9"}}, nil
+			return []config.SweptResource{{Kind: "server", Name: "p-image-builder-noble-x64", ID: "9"}}, nil
 		},
 	}
 	r := runApp(t, testEnv(), backend, "--os-cloud", "c", "init", "--arch", "armhf")

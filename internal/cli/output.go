@@ -85,14 +85,14 @@ func WriteLatest(w io.Writer, f Format, q config.LatestQuery, id string) error {
 }
 
 // WriteSwept prints what sweep removed: one "kind name id" line each, or JSON.
-func WriteSwept(w io.Writer, f Format, dryRun bool, swept []SweptResource) error {
+func WriteSwept(w io.Writer, f Format, dryRun bool, swept []config.SweptResource) error {
 	if f == FormatJSON {
 		if swept == nil {
-			swept = []SweptResource{}
+			swept = []config.SweptResource{}
 		}
 		return writeJSON(w, struct {
-			DryRun  bool            `json:"dry_run"`
-			Removed []SweptResource `json:"removed"`
+			DryRun  bool                   `json:"dry_run"`
+			Removed []config.SweptResource `json:"removed"`
 		}{dryRun, swept})
 	}
 	verb := "removed"

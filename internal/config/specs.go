@@ -247,3 +247,11 @@ func xdgDir(getenv func(string) string, xdgVar, homeRel string) (string, error) 
 	}
 	return filepath.Join(home, homeRel, AppName), nil
 }
+
+// SweptResource is one resource `sweep` removed (or, in a dry run, would
+// remove), as reported on stdout.
+type SweptResource struct {
+	Kind string `json:"kind"` // server, keypair, image, security-group
+	Name string `json:"name"`
+	ID   string `json:"id"`
+}

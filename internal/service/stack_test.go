@@ -11,5 +11,5 @@ import (
 // never touch the process environment.
 func stackBackend(getenv func(string) string) cli.Backend {
 	ob := &builder.OpenStack{Getenv: getenv, Version: "it-test"}
-	return cli.Backend{Builds: &build.Builds{OpenStack: ob}, Init: ob.Init, LatestBuildID: ob.LatestBuildID}
+	return cli.Backend{Builds: &build.Builds{OpenStack: ob}, Init: ob.Init, LatestBuildID: ob.LatestBuildID, Sweep: ob.Sweep}
 }
