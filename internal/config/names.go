@@ -45,7 +45,7 @@ func ValidatePrefix(p string) error {
 	if p == "" || prefixRE.MatchString(p) {
 		return nil
 	}
-	return badSetting(SettingPrefix, fmt.Sprintf("%q", p), "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+	return fmt.Errorf("--prefix %q: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", p)
 }
 
 // ValidateImageName checks an image name the way Glance does: at most 255

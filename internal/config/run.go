@@ -66,7 +66,7 @@ func ParseVisibility(s string) (Visibility, error) {
 	case VisibilityPrivate, VisibilityShared, VisibilityCommunity, VisibilityPublic:
 		return v, nil
 	}
-	return "", badSetting(SettingVisibility, fmt.Sprintf("%q", s), "use private, shared, community or public")
+	return "", errs.Usage("--visibility %q: use private, shared, community or public", s)
 }
 
 // Secret is a value that must never be printed: String, GoString, LogValue
@@ -258,8 +258,8 @@ func (s RunSpec) Validate() error {
 	if err := ValidatePrefix(s.Prefix); err != nil {
 		return errs.Wrap(errs.KindUsage, err, "")
 	}
-	if err := CheckKeepRevisions(s.KeepRevisions); err != nil {
-		return err
+	if s.KeepRevisions < 1 {
+		return errs.Usage("--keep-revisions %d: keep at least 1 revision (the image just built counts as one)", s.KeepRevisions)
 	}
 	if err := ValidateRunnerVersion(s.RunnerVersion); err != nil {
 		return err
@@ -267,24 +267,21 @@ func (s RunSpec) Validate() error {
 	if err := ValidateRunnerSHA256(s.RunnerSHA256); err != nil {
 		return err
 	}
-	if err := CheckRunnerPin(s.RunnerVersion, s.RunnerSHA256); err != nil {
-		return err
-	}
 	if err := ValidateRepo(s.RunnerRepo); err != nil {
 		return err
 	}
-	if err := ValidateHTTPURL(SettingRunnerAPIURL, s.RunnerAPIURL, false); err != nil {
+	if err := ValidateHTTPURL("--runner-api-url", s.RunnerAPIURL, false); err != nil {
 		return err
 	}
 	if err := ValidateProxy(s.Proxy); err != nil {
 		return err
 	}
 	if s.ScriptURL != "" {
-		if err := ValidateHTTPURL(SettingScriptURL, s.ScriptURL, false); err != nil {
+		if err := ValidateHTTPURL("--script-url", s.ScriptURL, false); err != nil {
 			return err
 		}
 	}
-	if err := CheckUploadClouds(s.UploadClouds); err != nil {
+	if err := validateCloudList("--upload-clouds", s.UploadClouds); err != nil {
 		return err
 	}
 	for name := range s.Secrets {
@@ -355,7 +352,7 @@ func (s RunSpec) validateLocalBase() error {
 		}
 	}
 	if s.BaseImageURL != "" {
-		if err := ValidateHTTPURL(SettingBaseImageURL, s.BaseImageURL, true); err != nil {
+		if err := ValidateHTTPURL("--base-image-url", s.BaseImageURL, true); err != nil {
 			return err
 		}
 	}
@@ -389,6 +386,22 @@ func (s RunSpec) SecretNames() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// Validate checks that every deadline is positive and at most a day.
+func (t Timeouts) Validate() error {
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"--boot-timeout", t.Boot}, {"--ssh-timeout", t.SSH}, {"--cloud-init-timeout", t.CloudInit},
+		{"--script-timeout", t.Script}, {"--snapshot-timeout", t.Snapshot}, {"--copy-timeout", t.Copy},
+	} {
+		if d.v <= 0 || d.v > 24*time.Hour {
+			return errs.Usage("%s %s: use a duration above 0 and at most 24h, e.g. 30m or 1h30m", d.flag, d.v)
+		}
+	}
+	return nil
 }
 
 // ParseArchFlag parses --arch as a usage error naming the flag ("" is refused: it is required).
@@ -453,9 +466,6 @@ func ParseCloudList(flag, s string) ([]string, error) {
 }
 
 func validateCloudList(flag string, clouds []string) error {
-	if flag == SettingUploadClouds.Flag() {
-		return CheckUploadClouds(clouds)
-	}
 	for i, c := range clouds {
 		switch {
 		case c == "":
@@ -488,7 +498,7 @@ func ValidateRunnerVersion(v string) error {
 	if strings.HasPrefix(v, "v") && runnerVersionRE.MatchString(v[1:]) {
 		hint = " (drop the leading v)"
 	}
-	return badSetting(SettingRunnerVersion, fmt.Sprintf("%q", v), "use X.Y.Z, e.g. 2.330.0%s, or latest", hint)
+	return errs.Usage("--runner-version %q: use X.Y.Z, e.g. 2.330.0%s, or latest", v, hint)
 }
 
 // ValidateRunnerSHA256 accepts "" or 64 lowercase hex digits.
@@ -496,7 +506,7 @@ func ValidateRunnerSHA256(s string) error {
 	if s == "" || sha256RE.MatchString(s) {
 		return nil
 	}
-	return badSetting(SettingRunnerSHA256, "", "use the 64 hex digits of the runner tarball's SHA-256 (got %d characters)", len(s))
+	return errs.Usage("--runner-sha256: use the 64 hex digits of the runner tarball's SHA-256 (got %d characters)", len(s))
 }
 
 // ValidateRepo accepts a GitHub owner/name.
@@ -504,21 +514,21 @@ func ValidateRepo(r string) error {
 	if repoRE.MatchString(r) && !strings.Contains(r, "..") {
 		return nil
 	}
-	return badSetting(SettingRunnerRepo, fmt.Sprintf("%q", r), "use a GitHub owner/name, e.g. %s", DefaultRunnerRepo)
+	return errs.Usage("--runner-repo %q: use a GitHub owner/name, e.g. %s", r, DefaultRunnerRepo)
 }
 
 // ValidateHTTPURL accepts an http or https URL with a host and without
 // credentials (they would show in logs and process lists).
-func ValidateHTTPURL(setting Setting, s string, allowEmpty bool) error {
+func ValidateHTTPURL(flag, s string, allowEmpty bool) error {
 	if s == "" && allowEmpty {
 		return nil
 	}
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
-		return badSetting(setting, fmt.Sprintf("%q", redactURL(s)), "use an http:// or https:// URL with a host, e.g. https://example.com/setup.sh")
+		return errs.Usage("%s %q: use an http:// or https:// URL with a host, e.g. https://example.com/setup.sh", flag, redactURL(s))
 	}
 	if u.User != nil {
-		return badSetting(setting, fmt.Sprintf("%q", redactURL(s)), "remove the credentials from the URL (they would show in logs)")
+		return errs.Usage("%s %q: remove the credentials from the URL (they would show in logs)", flag, redactURL(s))
 	}
 	return nil
 }
@@ -542,7 +552,7 @@ func ValidateProxy(s string) error {
 		return nil
 	}
 	bad := func(why string) error {
-		return badSetting(SettingProxy, fmt.Sprintf("%q", redactURL(s)), "%s; use host:port, e.g. squid.internal:3128", why)
+		return errs.Usage("--proxy %q: %s; use host:port, e.g. squid.internal:3128", redactURL(s), why)
 	}
 	if i := strings.Index(s, "://"); i >= 0 {
 		return bad(fmt.Sprintf("drop the %s:// scheme", s[:i]))
@@ -624,19 +634,4 @@ type PublishedImage struct {
 	ID       string `json:"id"`
 	Name     string `json:"name"`
 	Checksum string `json:"checksum"`
-}
-
-// CheckUploadClouds: clouds.yaml names, each once, none empty or padded.
-func CheckUploadClouds(clouds []string) error {
-	for i, c := range clouds {
-		switch {
-		case c == "":
-			return badSetting(SettingUploadClouds, "", "item %d is empty; list clouds.yaml names, e.g. cloud-a,cloud-b", i+1)
-		case strings.TrimSpace(c) != c || strings.ContainsFunc(c, isControl):
-			return badSetting(SettingUploadClouds, "", "cloud name %q has surrounding space or a control character", c)
-		case slices.Contains(clouds[:i], c):
-			return badSetting(SettingUploadClouds, "", "cloud %q is listed twice", c)
-		}
-	}
-	return nil
 }

@@ -427,19 +427,6 @@ func (v *validator) failErr(path string, err error) {
 	}
 }
 
-// setting records a shared build setting's verdict (internal/config's
-// rules) at its YAML key, spelled as the key, not the flag.
-func (v *validator) setting(err error) {
-	var se *config.SettingError
-	switch {
-	case err == nil:
-	case errors.As(err, &se):
-		v.fail(se.Setting.Key(), "%s", se.KeyMessage())
-	case v.err == nil:
-		v.err = err
-	}
-}
-
 // line finds the line of a dotted key path ("runner.version", "matrix.bases.1").
 func (v *validator) line(path string) int {
 	n := v.root
@@ -507,27 +494,40 @@ func (v *validator) convert(fc *fileConfig) *Config {
 		v.fail("local", "applies only to builder local")
 	}
 	v.checkPath("clouds_file", c.CloudsFile)
-	v.setting(config.CheckUploadClouds(fc.UploadClouds))
+	for i, cl := range fc.UploadClouds {
+		p := "upload_clouds." + strconv.Itoa(i)
+		switch {
+		case strings.TrimSpace(cl) == "" || strings.TrimSpace(cl) != cl || strings.ContainsFunc(cl, isControl):
+			v.fail(p, "%q: a clouds.yaml cloud name without surrounding space", cl)
+		case slices.Contains(fc.UploadClouds[:i], cl):
+			v.fail(p, "cloud %q is listed twice", cl)
+		}
+	}
 	c.UploadClouds = fc.UploadClouds
 	if c.Prefix == "" {
 		v.fail("prefix", "required: it names the images (<prefix>-<base>-<arch>) and every builder resource")
 	} else {
-		v.setting(config.ValidatePrefix(c.Prefix))
+		v.failErr("prefix", config.ValidatePrefix(c.Prefix))
 	}
 	v.matrix(fc, c)
 	c.KeepRevisions = config.DefaultKeepRevisions
 	if fc.KeepRevisions != nil {
 		c.KeepRevisions = *fc.KeepRevisions
-		v.setting(config.CheckKeepRevisions(c.KeepRevisions))
+		if c.KeepRevisions < 1 || c.KeepRevisions > 99 {
+			v.fail("keep_revisions", "%d: keep from 1 to 99 revisions (the new image counts as one)", c.KeepRevisions)
+		}
 	}
 	c.Visibility = config.VisibilityPrivate
 	if fc.Visibility != "" {
-		c.Visibility, err = config.ParseVisibility(fc.Visibility)
-		v.setting(err)
+		if c.Visibility, err = config.ParseVisibility(fc.Visibility); err != nil {
+			v.fail("visibility", "%q: use private, shared, community or public", fc.Visibility)
+		}
 	}
 	v.runner(c)
-	v.setting(config.ValidateProxy(c.Proxy))
-	v.setting(config.ValidateHTTPURL(config.SettingScriptURL, c.ScriptURL, true))
+	v.failErr("proxy", config.ValidateProxy(c.Proxy))
+	if c.ScriptURL != "" {
+		v.failErr("script.url", config.ValidateHTTPURL("url", c.ScriptURL, false))
+	}
 	for name := range c.ScriptSecrets {
 		if !envNameRE.MatchString(name) {
 			v.fail("script.secrets."+name, "the secret's name must be a shell variable name (letters, digits, _)")
@@ -546,7 +546,7 @@ func (v *validator) convert(fc *fileConfig) *Config {
 	v.callbacks(fc, c)
 	v.checkPath("latest_file", c.LatestFile)
 	v.schedule(fc, c)
-	v.setting(config.ValidateHTTPURL(config.SettingBaseImageURL, c.BaseImageURL, true))
+	v.failErr("base_image_url", config.ValidateHTTPURL("url", c.BaseImageURL, true))
 	v.checkPath("cache_dir", c.CacheDir)
 	v.checkPath("state_dir", c.StateDir)
 	v.checkPath("metrics.textfile_dir", c.TextfileDir)
@@ -616,18 +616,24 @@ func (v *validator) runner(c *Config) {
 	if c.RunnerVersion == "latest" {
 		c.RunnerVersion = ""
 	}
-	v.setting(config.ValidateRunnerVersion(c.RunnerVersion))
-	v.setting(config.ValidateRunnerSHA256(c.RunnerSHA256))
-	v.setting(config.CheckRunnerPin(c.RunnerVersion, c.RunnerSHA256))
+	if err := config.ValidateRunnerVersion(c.RunnerVersion); err != nil {
+		v.fail("runner.version", "%q: use X.Y.Z, e.g. 2.330.0, or latest", c.RunnerVersion)
+	}
+	if err := config.ValidateRunnerSHA256(c.RunnerSHA256); err != nil {
+		v.fail("runner.sha256", "use the 64 hex digits of the runner tarball's SHA-256")
+	}
+	if c.RunnerSHA256 != "" && c.RunnerVersion == "" {
+		v.fail("runner.sha256", "pins one version's tarball: set runner.version too")
+	}
 	if c.RunnerRepo == "" {
 		c.RunnerRepo = config.DefaultRunnerRepo
-	} else {
-		v.setting(config.ValidateRepo(c.RunnerRepo))
+	} else if err := config.ValidateRepo(c.RunnerRepo); err != nil {
+		v.fail("runner.repo", "%q: use a GitHub owner/name", c.RunnerRepo)
 	}
 	if c.RunnerAPIURL == "" {
 		c.RunnerAPIURL = config.DefaultRunnerAPIURL
 	} else {
-		v.setting(config.ValidateHTTPURL(config.SettingRunnerAPIURL, c.RunnerAPIURL, false))
+		v.failErr("runner.api_url", config.ValidateHTTPURL("url", c.RunnerAPIURL, false))
 	}
 }
 
@@ -635,17 +641,22 @@ func (v *validator) timeouts(fc *fileConfig, c *Config) {
 	c.Timeouts = config.DefaultTimeouts()
 	t := &fc.Timeouts
 	for _, f := range []struct {
+		key string
 		d   duration
 		out *time.Duration
 	}{
-		{t.Boot, &c.Timeouts.Boot}, {t.SSH, &c.Timeouts.SSH}, {t.CloudInit, &c.Timeouts.CloudInit},
-		{t.Script, &c.Timeouts.Script}, {t.Snapshot, &c.Timeouts.Snapshot}, {t.Copy, &c.Timeouts.Copy},
+		{"boot", t.Boot, &c.Timeouts.Boot}, {"ssh", t.SSH, &c.Timeouts.SSH},
+		{"cloud_init", t.CloudInit, &c.Timeouts.CloudInit}, {"script", t.Script, &c.Timeouts.Script},
+		{"snapshot", t.Snapshot, &c.Timeouts.Snapshot}, {"copy", t.Copy, &c.Timeouts.Copy},
 	} {
-		if f.d.set {
-			*f.out = f.d.d
+		if !f.d.set {
+			continue
 		}
+		if f.d.d <= 0 || f.d.d > 24*time.Hour {
+			v.fail("timeouts."+f.key, "%s: use a duration above 0 and at most 24h", f.d.d)
+		}
+		*f.out = f.d.d
 	}
-	v.setting(c.Timeouts.Validate())
 }
 
 func (v *validator) retry(fc *fileConfig, c *Config) {
