@@ -568,7 +568,9 @@ func (v *validator) settings(c *Config) {
 func (v *validator) failSetting(err error) {
 	var se *config.SettingError
 	if !errors.As(err, &se) {
-		v.failErr("", err)
+		if err != nil && v.err == nil {
+			v.err = errs.Wrap(errs.KindUsage, err, "%s", v.name)
+		}
 		return
 	}
 	key := config.KeyOf(se.Setting)
