@@ -49,7 +49,7 @@ With --runner-version and --runner-sha256 both given nothing is fetched, so
 	in := &f.in
 	fl.StringVar(&in.Arch, "arch", "", "runner architecture (required): x64|amd64|x86_64, arm64|aarch64, s390x, ppc64le|ppc64el, arm|armhf (arm needs noble or later)")
 	fl.StringVarP(&in.Base, "base-image", "b", string(config.DefaultBase), "Ubuntu base: focal|20.04, jammy|22.04, noble|24.04, resolute|26.04")
-	fl.IntVarP(&in.KeepRevisions, "keep-revisions", "k", config.DefaultKeepRevisions, "revisions of IMAGE_NAME to keep in each cloud, the new one included (at least 1)")
+	fl.IntVarP(&in.KeepRevisions, "keep-revisions", "k", config.DefaultKeepRevisions, "revisions of IMAGE_NAME to keep in each cloud, the new one included (1 to 99)")
 	fl.StringVar(&in.RunnerVersion, "runner-version", "", "runner version X.Y.Z, e.g. 2.330.0; empty or latest for the newest release")
 	fl.StringVar(&in.RunnerSHA256, "runner-sha256", "", "pin the runner tarball's SHA-256 (64 hex digits) instead of reading it from the release")
 	fl.StringVar(&in.RunnerRepo, "runner-repo", config.DefaultRunnerRepo, "GitHub owner/name whose releases hold the runner tarballs")

@@ -46,10 +46,11 @@ func (b Base) SupportsArch(a Arch) bool {
 	return true
 }
 
-// CheckPair returns a usage-style error when a runner of arch a cannot be built on base b.
+// CheckPair refuses base b (a usage *SettingError) when a runner of arch a
+// cannot be built on it.
 func CheckPair(a Arch, b Base) error {
 	if !b.SupportsArch(a) {
-		return fmt.Errorf("--arch %s needs --base-image noble or resolute (got %s)", a, b)
+		return settingErr("base", string(b), "arch %s needs noble or resolute", a)
 	}
 	return nil
 }

@@ -28,10 +28,10 @@ func TestLocalBaseImageFlags(t *testing.T) {
 		{"bad serial", func(in *RunInput) { local(in); in.BaseImageSerial = "yesterday" }, "--base-image-serial"},
 		{"bad sha", func(in *RunInput) { local(in); in.BaseImageSHA256 = "abc" }, "--base-image-sha256"},
 		{"bad mirror", func(in *RunInput) { local(in); in.BaseImageURL = "ftp://m" }, "--base-image-url"},
-		{"openstack with file", func(in *RunInput) { in.BaseImageFile = "/i" }, "--base-image-file applies only to --builder local"},
-		{"openstack with mirror", func(in *RunInput) { in.BaseImageURL = "https://m" }, "--base-image-url applies only"},
-		{"openstack with sha", func(in *RunInput) { in.BaseImageSHA256 = testSHA }, "--base-image-sha256 applies only"},
-		{"openstack with serial", func(in *RunInput) { in.BaseImageSerial = "current" }, "--base-image-serial applies only"},
+		{"openstack with file", func(in *RunInput) { in.BaseImageFile = "/i" }, "--base-image-file: applies only to --builder local"},
+		{"openstack with mirror", func(in *RunInput) { in.BaseImageURL = "https://m" }, "--base-image-url: applies only"},
+		{"openstack with sha", func(in *RunInput) { in.BaseImageSHA256 = testSHA }, "--base-image-sha256: applies only"},
+		{"openstack with serial", func(in *RunInput) { in.BaseImageSerial = "current" }, "--base-image-serial: applies only"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

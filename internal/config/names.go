@@ -40,12 +40,13 @@ func ImageName(prefix string, b Base, a Arch) string { return fmt.Sprintf("%s-%s
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
-// ValidatePrefix checks a resource prefix; empty is allowed (the Python tool's default).
+// ValidatePrefix checks a resource prefix (a usage *SettingError); empty
+// is allowed (the Python tool's default).
 func ValidatePrefix(p string) error {
 	if p == "" || prefixRE.MatchString(p) {
 		return nil
 	}
-	return fmt.Errorf("--prefix %q: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", p)
+	return settingErr("prefix", fmt.Sprintf("%q", p), "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
 }
 
 // ValidateImageName checks an image name the way Glance does: at most 255

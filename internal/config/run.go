@@ -46,7 +46,7 @@ func ParseBuilder(s string) (BuilderKind, error) {
 	case BuilderOpenStack, BuilderLocal:
 		return b, nil
 	}
-	return "", errs.Usage("--builder %q: use openstack or local", s)
+	return "", settingErr("builder", fmt.Sprintf("%q", s), "use openstack or local")
 }
 
 // Visibility is the Glance visibility of published images.
@@ -66,7 +66,7 @@ func ParseVisibility(s string) (Visibility, error) {
 	case VisibilityPrivate, VisibilityShared, VisibilityCommunity, VisibilityPublic:
 		return v, nil
 	}
-	return "", errs.Usage("--visibility %q: use private, shared, community or public", s)
+	return "", settingErr("visibility", fmt.Sprintf("%q", s), "use private, shared, community or public")
 }
 
 // Secret is a value that must never be printed: String, GoString, LogValue
@@ -214,7 +214,7 @@ func NewRunSpec(in RunInput) (RunSpec, error) {
 	if s.Base, err = parseBaseFlag("--base-image", in.Base); err != nil {
 		return RunSpec{}, err
 	}
-	if s.UploadClouds, err = ParseCloudList("--upload-clouds", in.UploadClouds); err != nil {
+	if s.UploadClouds, err = ParseCloudList("upload_clouds", in.UploadClouds); err != nil {
 		return RunSpec{}, err
 	}
 	if s.Visibility, err = ParseVisibility(in.Visibility); err != nil {
@@ -241,25 +241,27 @@ func NewRunSpec(in RunInput) (RunSpec, error) {
 }
 
 // Validate checks every field of s; it is what NewRunSpec ends with and what
-// a caller that builds a RunSpec itself (the builder host) must call.
+// a caller that builds a RunSpec itself (the builder host) must call. These
+// are the one set of rules of a build's settings: a refused setting is a
+// *SettingError (see Settings for its spellings).
 func (s RunSpec) Validate() error {
 	if err := ValidateImageName(s.ImageName); err != nil {
 		return errs.Wrap(errs.KindUsage, err, "")
 	}
 	if !slices.Contains(Arches(), s.Arch) {
-		return errs.Usage("--arch %q: use x64, arm64, s390x, ppc64le or arm", s.Arch)
+		return settingErr("arch", fmt.Sprintf("%q", s.Arch), "use x64, arm64, s390x, ppc64le or arm")
 	}
 	if !slices.Contains(Bases(), s.Base) {
-		return errs.Usage("--base-image %q: use focal, jammy, noble or resolute", s.Base)
+		return settingErr("base", fmt.Sprintf("%q", s.Base), "use focal, jammy, noble or resolute")
 	}
 	if err := CheckPair(s.Arch, s.Base); err != nil {
-		return errs.Wrap(errs.KindUsage, err, "")
+		return err
 	}
 	if err := ValidatePrefix(s.Prefix); err != nil {
-		return errs.Wrap(errs.KindUsage, err, "")
+		return err
 	}
-	if s.KeepRevisions < 1 {
-		return errs.Usage("--keep-revisions %d: keep at least 1 revision (the image just built counts as one)", s.KeepRevisions)
+	if s.KeepRevisions < MinKeepRevisions || s.KeepRevisions > MaxKeepRevisions {
+		return settingErr("keep_revisions", strconv.Itoa(s.KeepRevisions), "keep from %d to %d revisions (the new image counts as one)", MinKeepRevisions, MaxKeepRevisions)
 	}
 	if err := ValidateRunnerVersion(s.RunnerVersion); err != nil {
 		return err
@@ -270,18 +272,18 @@ func (s RunSpec) Validate() error {
 	if err := ValidateRepo(s.RunnerRepo); err != nil {
 		return err
 	}
-	if err := ValidateHTTPURL("--runner-api-url", s.RunnerAPIURL, false); err != nil {
+	if err := ValidateHTTPURL("runner_api_url", s.RunnerAPIURL, false); err != nil {
 		return err
 	}
 	if err := ValidateProxy(s.Proxy); err != nil {
 		return err
 	}
 	if s.ScriptURL != "" {
-		if err := ValidateHTTPURL("--script-url", s.ScriptURL, false); err != nil {
+		if err := ValidateHTTPURL("script_url", s.ScriptURL, false); err != nil {
 			return err
 		}
 	}
-	if err := validateCloudList("--upload-clouds", s.UploadClouds); err != nil {
+	if err := validateCloudList("upload_clouds", s.UploadClouds); err != nil {
 		return err
 	}
 	for name := range s.Secrets {
@@ -290,15 +292,15 @@ func (s RunSpec) Validate() error {
 		}
 	}
 	for _, f := range []struct {
-		flag string
+		id   string
 		path string
-	}{{"--user-data", s.UserDataFile}, {"--verify-script", s.VerifyScriptFile}} {
+	}{{"user_data", s.UserDataFile}, {"verify_script", s.VerifyScriptFile}} {
 		if f.path != "" && strings.TrimSpace(f.path) == "" {
-			return errs.Usage("%s %q: give a file path", f.flag, f.path)
+			return settingErr(f.id, fmt.Sprintf("%q", f.path), "give a file path")
 		}
 	}
 	if s.SkipDefaultChecks && (s.UserDataFile == "" || s.VerifyScriptFile == "") {
-		return errs.Usage("--skip-default-checks needs --user-data (the built-in recipe is always verified) and --verify-script (an image is never published unverified)")
+		return settingErr("skip_default_checks", "", "needs {user_data} (the built-in recipe is always verified) and {verify_script} (an image is never published unverified)")
 	}
 	if err := s.Timeouts.Validate(); err != nil {
 		return err
@@ -309,34 +311,34 @@ func (s RunSpec) Validate() error {
 	switch s.Builder {
 	case BuilderOpenStack:
 		if s.Output != "" {
-			return errs.Usage("--output applies only to --builder local (the openstack builder publishes a snapshot)")
+			return settingErr("output", "", "applies only to {builder} local (the openstack builder publishes a snapshot)")
 		}
 		if s.Isolated {
-			return errs.Usage("--isolated applies only to --builder local")
+			return settingErr("isolated", "", "applies only to {builder} local")
 		}
-		for _, f := range []struct{ flag, v string }{
-			{"--base-image-file", s.BaseImageFile}, {"--base-image-sha256", s.BaseImageSHA256},
-			{"--base-image-url", s.BaseImageURL}, {"--base-image-serial", s.BaseImageSerial},
+		for _, f := range []struct{ id, v string }{
+			{"base_image_file", s.BaseImageFile}, {"base_image_sha256", s.BaseImageSHA256},
+			{"base_image_url", s.BaseImageURL}, {"base_image_serial", s.BaseImageSerial},
 		} {
 			if f.v != "" {
-				return errs.Usage("%s applies only to --builder local (the openstack builder boots the base image `init` uploaded)", f.flag)
+				return settingErr(f.id, "", "applies only to {builder} local (the openstack builder boots the base image `init` uploaded)")
 			}
 		}
 		if s.Cloud == "" && !s.DryRun {
-			return errs.Usage("--os-cloud (or OS_CLOUD) is required: name the clouds.yaml cloud to build in")
+			return settingErr("cloud", "", "required with {builder} openstack: name the clouds.yaml cloud to build in")
 		}
 	case BuilderLocal:
 		if strings.TrimSpace(s.Output) == "" && !s.DryRun {
-			return errs.Usage("--output is required with --builder local: the path of the qcow2 image to write")
+			return settingErr("output", "", "required with {builder} local: the path of the qcow2 image to write")
 		}
 		if len(s.UploadClouds) > 0 && s.Cloud == "" && !s.DryRun {
-			return errs.Usage("--os-cloud (or OS_CLOUD) is required with --upload-clouds: it names the cloud whose clouds.yaml entry is read first")
+			return settingErr("cloud", "", "required with {upload_clouds}: it names the cloud whose clouds.yaml entry is read first")
 		}
 		if err := s.validateLocalBase(); err != nil {
 			return err
 		}
 	default:
-		return errs.Usage("--builder %q: use openstack or local", s.Builder)
+		return settingErr("builder", fmt.Sprintf("%q", s.Builder), "use openstack or local")
 	}
 	return nil
 }
@@ -345,22 +347,22 @@ func (s RunSpec) Validate() error {
 func (s RunSpec) validateLocalBase() error {
 	if s.BaseImageFile != "" {
 		if strings.TrimSpace(s.BaseImageFile) == "" {
-			return errs.Usage("--base-image-file %q: give a file path", s.BaseImageFile)
+			return settingErr("base_image_file", fmt.Sprintf("%q", s.BaseImageFile), "give a file path")
 		}
 		if s.BaseImageURL != "" || s.BaseImageSerial != "" {
-			return errs.Usage("--base-image-file replaces the download: drop --base-image-url and --base-image-serial")
+			return settingErr("base_image_file", "", "replaces the download: drop {base_image_url} and {base_image_serial}")
 		}
 	}
 	if s.BaseImageURL != "" {
-		if err := ValidateHTTPURL("--base-image-url", s.BaseImageURL, true); err != nil {
+		if err := ValidateHTTPURL("base_image_url", s.BaseImageURL, true); err != nil {
 			return err
 		}
 	}
 	if s.BaseImageSerial != "" && !serialRE.MatchString(s.BaseImageSerial) {
-		return errs.Usage("--base-image-serial %q: use current or a dated serial such as 20251113", s.BaseImageSerial)
+		return settingErr("base_image_serial", fmt.Sprintf("%q", s.BaseImageSerial), "use current or a dated serial such as 20251113")
 	}
 	if s.BaseImageSHA256 != "" && !sha256RE.MatchString(s.BaseImageSHA256) {
-		return errs.Usage("--base-image-sha256: use 64 lowercase hex digits")
+		return settingErr("base_image_sha256", "", "use 64 lowercase hex digits")
 	}
 	return nil
 }
@@ -391,14 +393,14 @@ func (s RunSpec) SecretNames() []string {
 // Validate checks that every deadline is positive and at most a day.
 func (t Timeouts) Validate() error {
 	for _, d := range []struct {
-		flag string
-		v    time.Duration
+		id string
+		v  time.Duration
 	}{
-		{"--boot-timeout", t.Boot}, {"--ssh-timeout", t.SSH}, {"--cloud-init-timeout", t.CloudInit},
-		{"--script-timeout", t.Script}, {"--snapshot-timeout", t.Snapshot}, {"--copy-timeout", t.Copy},
+		{"boot_timeout", t.Boot}, {"ssh_timeout", t.SSH}, {"cloud_init_timeout", t.CloudInit},
+		{"script_timeout", t.Script}, {"snapshot_timeout", t.Snapshot}, {"copy_timeout", t.Copy},
 	} {
 		if d.v <= 0 || d.v > 24*time.Hour {
-			return errs.Usage("%s %s: use a duration above 0 and at most 24h, e.g. 30m or 1h30m", d.flag, d.v)
+			return settingErr(d.id, d.v.String(), "use a duration above 0 and at most 24h, e.g. 30m or 1h30m")
 		}
 	}
 	return nil
@@ -449,9 +451,10 @@ func ParseBaseList(flag string, values []string) ([]Base, error) {
 	return out, nil
 }
 
-// ParseCloudList parses a comma-separated list of clouds.yaml names: items
-// are trimmed; empty items and duplicates are refused; "" is the empty list.
-func ParseCloudList(flag, s string) ([]string, error) {
+// ParseCloudList parses a comma-separated list of clouds.yaml names for the
+// setting id: items are trimmed; empty items and duplicates are refused; ""
+// is the empty list.
+func ParseCloudList(id, s string) ([]string, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, nil
 	}
@@ -459,21 +462,21 @@ func ParseCloudList(flag, s string) ([]string, error) {
 	for item := range strings.SplitSeq(s, ",") {
 		out = append(out, strings.TrimSpace(item))
 	}
-	if err := validateCloudList(flag, out); err != nil {
+	if err := validateCloudList(id, out); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func validateCloudList(flag string, clouds []string) error {
+func validateCloudList(id string, clouds []string) error {
 	for i, c := range clouds {
 		switch {
 		case c == "":
-			return errs.Usage("%s: item %d is empty; list clouds.yaml names separated by commas, e.g. cloud-a,cloud-b", flag, i+1)
+			return itemErr(id, i+1, "item %d is empty: give a clouds.yaml cloud name", i+1)
 		case strings.TrimSpace(c) != c || strings.ContainsFunc(c, isControl):
-			return errs.Usage("%s: cloud name %q has surrounding space or a control character", flag, c)
+			return itemErr(id, i+1, "cloud name %q has surrounding space or a control character", c)
 		case slices.Contains(clouds[:i], c):
-			return errs.Usage("%s: cloud %q is listed twice", flag, c)
+			return itemErr(id, i+1, "cloud %q is listed twice", c)
 		}
 	}
 	return nil
@@ -498,7 +501,7 @@ func ValidateRunnerVersion(v string) error {
 	if strings.HasPrefix(v, "v") && runnerVersionRE.MatchString(v[1:]) {
 		hint = " (drop the leading v)"
 	}
-	return errs.Usage("--runner-version %q: use X.Y.Z, e.g. 2.330.0%s, or latest", v, hint)
+	return settingErr("runner_version", fmt.Sprintf("%q", v), "use X.Y.Z, e.g. 2.330.0%s, or latest", hint)
 }
 
 // ValidateRunnerSHA256 accepts "" or 64 lowercase hex digits.
@@ -506,7 +509,7 @@ func ValidateRunnerSHA256(s string) error {
 	if s == "" || sha256RE.MatchString(s) {
 		return nil
 	}
-	return errs.Usage("--runner-sha256: use the 64 hex digits of the runner tarball's SHA-256 (got %d characters)", len(s))
+	return settingErr("runner_sha256", "", "use the 64 hex digits of the runner tarball's SHA-256 (got %d characters)", len(s))
 }
 
 // ValidateRepo accepts a GitHub owner/name.
@@ -514,21 +517,21 @@ func ValidateRepo(r string) error {
 	if repoRE.MatchString(r) && !strings.Contains(r, "..") {
 		return nil
 	}
-	return errs.Usage("--runner-repo %q: use a GitHub owner/name, e.g. %s", r, DefaultRunnerRepo)
+	return settingErr("runner_repo", fmt.Sprintf("%q", r), "use a GitHub owner/name, e.g. %s", DefaultRunnerRepo)
 }
 
-// ValidateHTTPURL accepts an http or https URL with a host and without
-// credentials (they would show in logs and process lists).
-func ValidateHTTPURL(flag, s string, allowEmpty bool) error {
+// ValidateHTTPURL accepts, for the setting id, an http or https URL with a
+// host and without credentials (they would show in logs and process lists).
+func ValidateHTTPURL(id, s string, allowEmpty bool) error {
 	if s == "" && allowEmpty {
 		return nil
 	}
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
-		return errs.Usage("%s %q: use an http:// or https:// URL with a host, e.g. https://example.com/setup.sh", flag, redactURL(s))
+		return settingErr(id, fmt.Sprintf("%q", redactURL(s)), "use an http:// or https:// URL with a host, e.g. https://example.com/setup.sh")
 	}
 	if u.User != nil {
-		return errs.Usage("%s %q: remove the credentials from the URL (they would show in logs)", flag, redactURL(s))
+		return settingErr(id, fmt.Sprintf("%q", redactURL(s)), "remove the credentials from the URL (they would show in logs)")
 	}
 	return nil
 }
@@ -552,7 +555,7 @@ func ValidateProxy(s string) error {
 		return nil
 	}
 	bad := func(why string) error {
-		return errs.Usage("--proxy %q: %s; use host:port, e.g. squid.internal:3128", redactURL(s), why)
+		return settingErr("proxy", fmt.Sprintf("%q", redactURL(s)), "%s; use host:port, e.g. squid.internal:3128", why)
 	}
 	if i := strings.Index(s, "://"); i >= 0 {
 		return bad(fmt.Sprintf("drop the %s:// scheme", s[:i]))

@@ -90,7 +90,7 @@ func (s InitSpec) Validate() error {
 	if err := ValidatePrefix(s.Prefix); err != nil {
 		return errs.Wrap(errs.KindUsage, err, "")
 	}
-	if err := ValidateHTTPURL("--base-image-url", s.BaseImageURL, true); err != nil {
+	if err := ValidateHTTPURL("base_image_url", s.BaseImageURL, true); err != nil {
 		return err
 	}
 	if strings.TrimSpace(s.CacheDir) == "" {

@@ -49,20 +49,7 @@ func (c *Config) PublishClouds() []string {
 // from its flags. Secrets are read now (files, environment) and never kept
 // in the Config. protect is passed on as RunSpec.Protect.
 func (c *Config) RunSpec(cell Cell, getenv func(string) string, protect []string) (config.RunSpec, error) {
-	spec := config.RunSpec{
-		ImageName: cell.ImageName, Cloud: c.Cloud, Arch: cell.Arch, Base: cell.Base, Prefix: c.Prefix,
-		KeepRevisions: c.KeepRevisions, UploadClouds: slices.Clone(c.UploadClouds), Visibility: c.Visibility,
-		AdoptUnmarked: c.AdoptUnmarked, Protect: slices.Clone(protect),
-		RunnerVersion: c.RunnerVersion, RunnerSHA256: c.RunnerSHA256, RunnerRepo: c.RunnerRepo, RunnerAPIURL: c.RunnerAPIURL,
-		Flavor: c.Flavor, Network: c.Network, Proxy: c.Proxy, ScriptURL: c.ScriptURL,
-		UserDataFile: c.UserDataFile, VerifyScriptFile: c.VerifyScriptFile, SkipDefaultChecks: c.SkipDefaultChecks,
-		Timeouts: c.Timeouts, InsecureSkipHostKeyCheck: c.InsecureSkipHost,
-		Builder: c.Builder, Isolated: c.Isolated,
-		Secrets: map[string]config.Secret{},
-	}
-	if c.Builder == config.BuilderLocal {
-		spec.Output = filepath.Join(c.OutputDir, cell.ImageName+".qcow2")
-	}
+	spec := c.specTemplate(cell, protect)
 	if c.RunnerToken != nil {
 		tok, err := c.RunnerToken.Read(getenv)
 		if err != nil {
@@ -81,6 +68,26 @@ func (c *Config) RunSpec(cell Cell, getenv func(string) string, protect []string
 		return config.RunSpec{}, err
 	}
 	return spec, nil
+}
+
+// specTemplate is the RunSpec of cell without its secrets: what ParseConfig
+// checks by RunSpec.Validate, the rules of `run`.
+func (c *Config) specTemplate(cell Cell, protect []string) config.RunSpec {
+	spec := config.RunSpec{
+		ImageName: cell.ImageName, Cloud: c.Cloud, Arch: cell.Arch, Base: cell.Base, Prefix: c.Prefix,
+		KeepRevisions: c.KeepRevisions, UploadClouds: slices.Clone(c.UploadClouds), Visibility: c.Visibility,
+		AdoptUnmarked: c.AdoptUnmarked, Protect: slices.Clone(protect),
+		RunnerVersion: c.RunnerVersion, RunnerSHA256: c.RunnerSHA256, RunnerRepo: c.RunnerRepo, RunnerAPIURL: c.RunnerAPIURL,
+		Flavor: c.Flavor, Network: c.Network, Proxy: c.Proxy, ScriptURL: c.ScriptURL,
+		UserDataFile: c.UserDataFile, VerifyScriptFile: c.VerifyScriptFile, SkipDefaultChecks: c.SkipDefaultChecks,
+		Timeouts: c.Timeouts, InsecureSkipHostKeyCheck: c.InsecureSkipHost,
+		Builder: c.Builder, Isolated: c.Isolated,
+		Secrets: map[string]config.Secret{},
+	}
+	if c.Builder == config.BuilderLocal {
+		spec.Output = filepath.Join(c.OutputDir, cell.ImageName+".qcow2")
+	}
+	return spec
 }
 
 // InitSpecs are the `init`s that seed (or refresh) the matrix's base images:

@@ -474,60 +474,39 @@ func (v *validator) convert(fc *fileConfig) *Config {
 		CacheDir: fc.CacheDir, StateDir: fc.StateDir, TextfileDir: fc.Metrics.TextfileDir,
 		Listen: fc.Serve.Listen,
 	}
+	// The build settings are parsed here and checked by the rules every
+	// build is checked by (v.settings); what is checked here is the
+	// service's own: the matrix, paths, secrets, schedule, callbacks.
 	var err error
 	if fc.Builder == "" {
 		c.Builder = config.BuilderOpenStack
 	} else if c.Builder, err = config.ParseBuilder(fc.Builder); err != nil {
-		v.fail("builder", "%q: use openstack or local", fc.Builder)
-	}
-	if c.Builder == config.BuilderOpenStack && c.Cloud == "" {
-		v.fail("cloud", "required with builder openstack: the clouds.yaml name of the build cloud")
+		v.failSetting(err)
 	}
 	if c.Builder == config.BuilderLocal {
 		if !filepath.IsAbs(c.OutputDir) {
 			v.fail("local.output_dir", "required with builder local: an absolute directory for the qcow2 images")
 		}
-		if len(fc.UploadClouds) > 0 && c.Cloud == "" {
-			v.fail("cloud", "required with upload_clouds: the clouds.yaml entry read first")
-		}
-	} else if c.OutputDir != "" || c.Isolated {
-		v.fail("local", "applies only to builder local")
+	} else if c.OutputDir != "" {
+		v.fail("local.output_dir", "applies only to builder local")
 	}
 	v.checkPath("clouds_file", c.CloudsFile)
-	for i, cl := range fc.UploadClouds {
-		p := "upload_clouds." + strconv.Itoa(i)
-		switch {
-		case strings.TrimSpace(cl) == "" || strings.TrimSpace(cl) != cl || strings.ContainsFunc(cl, isControl):
-			v.fail(p, "%q: a clouds.yaml cloud name without surrounding space", cl)
-		case slices.Contains(fc.UploadClouds[:i], cl):
-			v.fail(p, "cloud %q is listed twice", cl)
-		}
-	}
 	c.UploadClouds = fc.UploadClouds
 	if c.Prefix == "" {
 		v.fail("prefix", "required: it names the images (<prefix>-<base>-<arch>) and every builder resource")
-	} else {
-		v.failErr("prefix", config.ValidatePrefix(c.Prefix))
 	}
 	v.matrix(fc, c)
 	c.KeepRevisions = config.DefaultKeepRevisions
 	if fc.KeepRevisions != nil {
 		c.KeepRevisions = *fc.KeepRevisions
-		if c.KeepRevisions < 1 || c.KeepRevisions > 99 {
-			v.fail("keep_revisions", "%d: keep from 1 to 99 revisions (the new image counts as one)", c.KeepRevisions)
-		}
 	}
 	c.Visibility = config.VisibilityPrivate
 	if fc.Visibility != "" {
 		if c.Visibility, err = config.ParseVisibility(fc.Visibility); err != nil {
-			v.fail("visibility", "%q: use private, shared, community or public", fc.Visibility)
+			v.failSetting(err)
 		}
 	}
 	v.runner(c)
-	v.failErr("proxy", config.ValidateProxy(c.Proxy))
-	if c.ScriptURL != "" {
-		v.failErr("script.url", config.ValidateHTTPURL("url", c.ScriptURL, false))
-	}
 	for name := range c.ScriptSecrets {
 		if !envNameRE.MatchString(name) {
 			v.fail("script.secrets."+name, "the secret's name must be a shell variable name (letters, digits, _)")
@@ -535,9 +514,6 @@ func (v *validator) convert(fc *fileConfig) *Config {
 	}
 	v.checkPath("user_data_file", c.UserDataFile)
 	v.checkPath("verify_script_file", c.VerifyScriptFile)
-	if c.SkipDefaultChecks && (c.UserDataFile == "" || c.VerifyScriptFile == "") {
-		v.fail("skip_default_checks", "needs user_data_file (the built-in recipe is always verified) and verify_script_file (an image is never published unverified)")
-	}
 	v.timeouts(fc, c)
 	v.retry(fc, c)
 	if c.Parallelism < 0 || c.Parallelism > 64 {
@@ -546,7 +522,7 @@ func (v *validator) convert(fc *fileConfig) *Config {
 	v.callbacks(fc, c)
 	v.checkPath("latest_file", c.LatestFile)
 	v.schedule(fc, c)
-	v.failErr("base_image_url", config.ValidateHTTPURL("url", c.BaseImageURL, true))
+	v.failSetting(config.ValidateHTTPURL("base_image_url", c.BaseImageURL, true))
 	v.checkPath("cache_dir", c.CacheDir)
 	v.checkPath("state_dir", c.StateDir)
 	v.checkPath("metrics.textfile_dir", c.TextfileDir)
@@ -555,7 +531,53 @@ func (v *validator) convert(fc *fileConfig) *Config {
 	} else if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
 		v.fail("serve.listen", "%q: use host:port, e.g. %s", c.Listen, DefaultListen)
 	}
+	v.settings(c)
 	return c
+}
+
+// settings checks every cell's build settings by the rules `run` is
+// checked by, and reports a refused one at its key.
+func (v *validator) settings(c *Config) {
+	if v.err != nil {
+		return
+	}
+	for ai, a := range c.Arches {
+		for bi, b := range c.Bases {
+			err := c.specTemplate(Cell{Base: b, Arch: a, ImageName: config.ImageName(c.Prefix, b, a)}, nil).Validate()
+			if err == nil {
+				continue
+			}
+			var se *config.SettingError
+			switch {
+			case !errors.As(err, &se):
+				v.failErr("prefix", err) // the image name, made of the prefix
+			case se.Setting == "arch":
+				v.fail("matrix.arches."+strconv.Itoa(ai), "%s", se.Detail(config.KeyOf))
+			case se.Setting == "base":
+				v.fail("matrix.bases."+strconv.Itoa(bi), "%s", se.Detail(config.KeyOf))
+			default:
+				v.failSetting(err)
+			}
+			return
+		}
+	}
+}
+
+// failSetting records a refused build setting (a *config.SettingError) at
+// its key, an item of a list at the item's line.
+func (v *validator) failSetting(err error) {
+	var se *config.SettingError
+	if !errors.As(err, &se) {
+		if err != nil && v.err == nil {
+			v.err = errs.Wrap(errs.KindUsage, err, "%s", v.name)
+		}
+		return
+	}
+	key := config.KeyOf(se.Setting)
+	if se.Item > 0 {
+		key += "." + strconv.Itoa(se.Item-1)
+	}
+	v.fail(key, "%s", se.Detail(config.KeyOf))
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
@@ -597,16 +619,6 @@ func (v *validator) matrix(fc *fileConfig, c *Config) {
 		}
 		c.Bases = append(c.Bases, b)
 	}
-	if v.err != nil {
-		return
-	}
-	for _, a := range c.Arches {
-		for i, b := range c.Bases {
-			if !b.SupportsArch(a) {
-				v.fail("matrix.bases."+strconv.Itoa(i), "arch %s cannot be built on %s (it needs noble or resolute)", a, b)
-			}
-		}
-	}
 	if c.Builder == config.BuilderLocal && len(c.Arches) > 1 {
 		v.fail("matrix.arches", "builder local builds only this host's architecture: list one")
 	}
@@ -616,24 +628,14 @@ func (v *validator) runner(c *Config) {
 	if c.RunnerVersion == "latest" {
 		c.RunnerVersion = ""
 	}
-	if err := config.ValidateRunnerVersion(c.RunnerVersion); err != nil {
-		v.fail("runner.version", "%q: use X.Y.Z, e.g. 2.330.0, or latest", c.RunnerVersion)
-	}
-	if err := config.ValidateRunnerSHA256(c.RunnerSHA256); err != nil {
-		v.fail("runner.sha256", "use the 64 hex digits of the runner tarball's SHA-256")
-	}
 	if c.RunnerSHA256 != "" && c.RunnerVersion == "" {
 		v.fail("runner.sha256", "pins one version's tarball: set runner.version too")
 	}
 	if c.RunnerRepo == "" {
 		c.RunnerRepo = config.DefaultRunnerRepo
-	} else if err := config.ValidateRepo(c.RunnerRepo); err != nil {
-		v.fail("runner.repo", "%q: use a GitHub owner/name", c.RunnerRepo)
 	}
 	if c.RunnerAPIURL == "" {
 		c.RunnerAPIURL = config.DefaultRunnerAPIURL
-	} else {
-		v.failErr("runner.api_url", config.ValidateHTTPURL("url", c.RunnerAPIURL, false))
 	}
 }
 
@@ -641,21 +643,16 @@ func (v *validator) timeouts(fc *fileConfig, c *Config) {
 	c.Timeouts = config.DefaultTimeouts()
 	t := &fc.Timeouts
 	for _, f := range []struct {
-		key string
 		d   duration
 		out *time.Duration
 	}{
-		{"boot", t.Boot, &c.Timeouts.Boot}, {"ssh", t.SSH, &c.Timeouts.SSH},
-		{"cloud_init", t.CloudInit, &c.Timeouts.CloudInit}, {"script", t.Script, &c.Timeouts.Script},
-		{"snapshot", t.Snapshot, &c.Timeouts.Snapshot}, {"copy", t.Copy, &c.Timeouts.Copy},
+		{t.Boot, &c.Timeouts.Boot}, {t.SSH, &c.Timeouts.SSH},
+		{t.CloudInit, &c.Timeouts.CloudInit}, {t.Script, &c.Timeouts.Script},
+		{t.Snapshot, &c.Timeouts.Snapshot}, {t.Copy, &c.Timeouts.Copy},
 	} {
-		if !f.d.set {
-			continue
+		if f.d.set {
+			*f.out = f.d.d
 		}
-		if f.d.d <= 0 || f.d.d > 24*time.Hour {
-			v.fail("timeouts."+f.key, "%s: use a duration above 0 and at most 24h", f.d.d)
-		}
-		*f.out = f.d.d
 	}
 }
 
