@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -61,12 +60,4 @@ func (inv *invocation) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return inv.log
-}
-
-// printf writes a result to stdout.
-func (inv *invocation) printf(format string, args ...any) error {
-	if _, err := fmt.Fprintf(inv.app.Stdout, format, args...); err != nil {
-		return fmt.Errorf("writing to stdout: %w", err)
-	}
-	return nil
 }

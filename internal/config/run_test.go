@@ -352,6 +352,12 @@ func TestDirs(t *testing.T) {
 	if _, err := CacheDir(env(nil)); !errs.Is(err, errs.KindUsage) {
 		t.Errorf("CacheDir without HOME: %v, want a usage error", err)
 	}
+	// A prefix is a directory name: one that would leave the state base is refused.
+	for _, prefix := range []string{"../etc", "a/b", ".."} {
+		if s, err := StateDir(env(map[string]string{"HOME": "/h"}), prefix); !errs.Is(err, errs.KindUsage) {
+			t.Errorf("StateDir(%q) = %q, %v; want a usage error", prefix, s, err)
+		}
+	}
 }
 
 func TestHostArch(t *testing.T) {

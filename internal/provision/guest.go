@@ -73,9 +73,6 @@ func newGuest(client *ssh.Client, hostKey ssh.PublicKey, t Target, log *slog.Log
 	}
 }
 
-// Addr is the address the guest was dialled at.
-func (g *Guest) Addr() string { return g.addr }
-
 // Close closes the SSH connection; the Guest cannot reconnect afterwards.
 func (g *Guest) Close() error {
 	g.connMu.Lock()

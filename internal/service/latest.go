@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
-	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -172,26 +170,6 @@ func WriteLatestFile(path string, doc LatestDocument) error {
 		return err
 	}
 	return install.WriteAtomic(path, data, 0o644)
-}
-
-// missingCells lists "name in cloud" for every cell and cloud without an image.
-func (s *Service) missingCells(images []LatestImage) []string {
-	var out []string
-	for _, cell := range s.Config.Cells() {
-		for _, cloud := range s.Config.PublishClouds() {
-			if !slices.ContainsFunc(images, func(im LatestImage) bool { return im.ImageName == cell.ImageName && im.Cloud == cloud }) {
-				out = append(out, cell.ImageName+" in "+cloud)
-			}
-		}
-	}
-	return out
-}
-
-func joinShort(items []string, n int) string {
-	if len(items) <= n {
-		return strings.Join(items, ", ")
-	}
-	return strings.Join(items[:n], ", ") + fmt.Sprintf(" and %d more", len(items)-n)
 }
 
 // cloudCatalog lists images through openstack.Connector, keeping one

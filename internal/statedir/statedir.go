@@ -19,14 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/atomicfile"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
-	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 )
-
-// DefaultPrefixDir is the directory name used for the empty prefix (the
-// Python tool's default): config.EmptyPrefixDir, so that every part of the
-// tool finds the same directory.
-const DefaultPrefixDir = config.EmptyPrefixDir
 
 // File names inside a prefix directory.
 const (
@@ -34,37 +27,6 @@ const (
 	PublicKeyFile = "id_ed25519.pub"
 	keyLockFile   = "key.lock"
 )
-
-// DefaultBase is $XDG_STATE_HOME/github-runner-image-builder, or
-// ~/.local/state/github-runner-image-builder when XDG_STATE_HOME is unset.
-func DefaultBase() (string, error) {
-	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "github-runner-image-builder"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", errs.Wrap(errs.KindUsage, err, "cannot find the state directory: set XDG_STATE_HOME or HOME")
-	}
-	return filepath.Join(home, ".local", "state", "github-runner-image-builder"), nil
-}
-
-// Dir returns the state directory of prefix under base (DefaultBase when
-// base is empty). It creates nothing.
-func Dir(base, prefix string) (string, error) {
-	if err := config.ValidatePrefix(prefix); err != nil {
-		return "", errs.Wrap(errs.KindUsage, err, "")
-	}
-	if base == "" {
-		var err error
-		if base, err = DefaultBase(); err != nil {
-			return "", err
-		}
-	}
-	if prefix == "" {
-		prefix = DefaultPrefixDir
-	}
-	return filepath.Join(base, prefix), nil
-}
 
 // Key is the builders' SSH key of one prefix.
 type Key struct {

@@ -62,47 +62,6 @@ func helper(t *testing.T, role, arg string) *exec.Cmd {
 	return cmd
 }
 
-func TestDir(t *testing.T) {
-	tests := []struct {
-		name, base, prefix, want string
-		kind                     errs.Kind
-	}{
-		{name: "prefix", base: "/state", prefix: "ci", want: "/state/ci"},
-		{name: "empty prefix", base: "/state", prefix: "", want: "/state/" + DefaultPrefixDir},
-		{name: "dotted prefix", base: "/state", prefix: "a.b-c_d", want: "/state/a.b-c_d"},
-		{name: "escaping prefix", base: "/state", prefix: "../etc", kind: errs.KindUsage},
-		{name: "slash in prefix", base: "/state", prefix: "a/b", kind: errs.KindUsage},
-		{name: "default base", prefix: "p", want: "/xdg/state/github-runner-image-builder/p"},
-	}
-	t.Setenv("XDG_STATE_HOME", "/xdg/state")
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := Dir(tt.base, tt.prefix)
-			if tt.kind != errs.KindInternal {
-				if errs.KindOf(err) != tt.kind {
-					t.Fatalf("Dir = %q, %v; want a %v error", got, err, tt.kind)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Fatalf("Dir = %q, %v; want %q", got, err, tt.want)
-			}
-		})
-	}
-}
-
-func TestDefaultBaseWithoutXDG(t *testing.T) {
-	t.Setenv("XDG_STATE_HOME", "")
-	t.Setenv("HOME", "/home/someone")
-	got, err := DefaultBase()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "/home/someone/.local/state/github-runner-image-builder"; got != want {
-		t.Fatalf("DefaultBase = %q, want %q", got, want)
-	}
-}
-
 func mode(t *testing.T, path string) fs.FileMode {
 	t.Helper()
 	fi, err := os.Stat(path)

@@ -50,9 +50,6 @@ const (
 	testImageName     = "debian-12-grib-test.qcow2"
 )
 
-// TestClouds returns the non-admin clouds, in order.
-func TestClouds() []string { return []string{BuildCloud, UploadCloud, OtherCloud} }
-
 // Enabled reports whether integration tests are on (GRIB_IT=1).
 func Enabled() bool { return os.Getenv("GRIB_IT") == "1" }
 
