@@ -6,16 +6,19 @@
 # script (with a secret) pushed over SSH, the demo verification, a qcow2 out. Then it
 # shows, without booting the image, what the build put in it and that the secret is not.
 #
-# Usage (root: debootstrap and apt):  sudo bash demo/run.sh [OUTPUT.qcow2]
+# Usage:  bash demo/run.sh [OUTPUT.qcow2]   (as root, or as a user with sudo: debootstrap and apt need root)
 set -Eeuo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${1:-$PWD/out/demo-runner.qcow2}
 export PATH=/usr/local/go/bin:$PATH
-[ "$(id -u)" = 0 ] || {
-	echo "demo: run as root (debootstrap and apt): sudo bash demo/run.sh" >&2
-	exit 2
-}
+if [ "$(id -u)" != 0 ]; then
+	command -v sudo >/dev/null || {
+		echo "demo: needs root (debootstrap and apt): run it as root, or install sudo" >&2
+		exit 2
+	}
+	exec sudo -- bash "$PWD/demo/run.sh" "$@"
+fi
 
 # python3 serves the demo script on loopback; fdisk reads the image's partition table.
 for p in python3 fdisk; do
