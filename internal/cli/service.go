@@ -69,7 +69,7 @@ func (inv *invocation) serviceFor(path string, metrics *service.Metrics) (*servi
 				token = tok.Reveal()
 			}
 		}
-		s.Resolver = &release.Resolver{APIURL: cfg.RunnerAPIURL, Repo: cfg.RunnerRepo, Token: token, Log: log}
+		s.Resolver = &release.Resolver{APIURL: cfg.Build.RunnerAPIURL, Repo: cfg.Build.RunnerRepo, Token: token, Log: log}
 	}
 	return s, nil
 }

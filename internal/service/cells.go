@@ -26,7 +26,7 @@ func (c *Config) Cells() []Cell {
 	var out []Cell
 	for _, a := range c.Arches {
 		for _, b := range c.Bases {
-			out = append(out, Cell{Base: b, Arch: a, ImageName: config.ImageName(c.Prefix, b, a)})
+			out = append(out, Cell{Base: b, Arch: a, ImageName: config.ImageName(c.Build.Prefix, b, a)})
 		}
 	}
 	return out
@@ -36,13 +36,13 @@ func (c *Config) Cells() []Cell {
 // or the build cloud when there are none (as `run`); none for a local
 // build without upload clouds.
 func (c *Config) PublishClouds() []string {
-	if len(c.UploadClouds) > 0 {
-		return slices.Clone(c.UploadClouds)
+	if len(c.Build.UploadClouds) > 0 {
+		return slices.Clone(c.Build.UploadClouds)
 	}
-	if c.Builder == config.BuilderLocal {
+	if c.Build.Builder == config.BuilderLocal {
 		return nil
 	}
-	return []string{c.Cloud}
+	return []string{c.Build.Cloud}
 }
 
 // RunSpec is the `run` of one cell: the same validated value `run` builds
@@ -73,18 +73,11 @@ func (c *Config) RunSpec(cell Cell, getenv func(string) string, protect []string
 // specTemplate is the RunSpec of cell without its secrets: what ParseConfig
 // checks by RunSpec.Validate, the rules of `run`.
 func (c *Config) specTemplate(cell Cell, protect []string) config.RunSpec {
-	spec := config.RunSpec{
-		ImageName: cell.ImageName, Cloud: c.Cloud, Arch: cell.Arch, Base: cell.Base, Prefix: c.Prefix,
-		KeepRevisions: c.KeepRevisions, UploadClouds: slices.Clone(c.UploadClouds), Visibility: c.Visibility,
-		AdoptUnmarked: c.AdoptUnmarked, Protect: slices.Clone(protect),
-		RunnerVersion: c.RunnerVersion, RunnerSHA256: c.RunnerSHA256, RunnerRepo: c.RunnerRepo, RunnerAPIURL: c.RunnerAPIURL,
-		Flavor: c.Flavor, Network: c.Network, Proxy: c.Proxy, ScriptURL: c.ScriptURL,
-		UserDataFile: c.UserDataFile, VerifyScriptFile: c.VerifyScriptFile, SkipDefaultChecks: c.SkipDefaultChecks,
-		Timeouts: c.Timeouts, InsecureSkipHostKeyCheck: c.InsecureSkipHost,
-		Builder: c.Builder, Isolated: c.Isolated,
-		Secrets: map[string]config.Secret{},
-	}
-	if c.Builder == config.BuilderLocal {
+	spec := c.Build
+	spec.ImageName, spec.Arch, spec.Base = cell.ImageName, cell.Arch, cell.Base
+	spec.UploadClouds, spec.Protect = slices.Clone(c.Build.UploadClouds), slices.Clone(protect)
+	spec.Secrets = map[string]config.Secret{}
+	if c.Build.Builder == config.BuilderLocal {
 		spec.Output = filepath.Join(c.OutputDir, cell.ImageName+".qcow2")
 	}
 	return spec
@@ -96,8 +89,8 @@ func (c *Config) InitSpecs(cacheDir string) []config.InitSpec {
 	var out []config.InitSpec
 	for _, a := range c.Arches {
 		out = append(out, config.InitSpec{
-			Cloud: c.Cloud, Arch: a, Prefix: c.Prefix, Bases: slices.Clone(c.Bases),
-			BaseImageURL: c.BaseImageURL, Builder: c.Builder, CacheDir: cacheDir,
+			Cloud: c.Build.Cloud, Arch: a, Prefix: c.Build.Prefix, Bases: slices.Clone(c.Bases),
+			BaseImageURL: c.BaseImageURL, Builder: c.Build.Builder, CacheDir: cacheDir,
 		})
 	}
 	return out

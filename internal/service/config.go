@@ -40,37 +40,20 @@ const (
 type Config struct {
 	Path string // the file it was read from (absolute)
 
-	Builder      config.BuilderKind
-	Cloud        string   // the build cloud (clouds.yaml name)
-	CloudsFile   string   // the clouds.yaml builds use; "" = the usual search path
-	UploadClouds []string // clouds that receive the images; empty = the build cloud
-	Prefix       string
-	Bases        []config.Base
-	Arches       []config.Arch
+	// Build holds the settings every cell's build shares, in the type
+	// and with the rules of `run` (config.RunSpec); the per-cell fields
+	// (ImageName, Arch, Base, Output, Protect, Secrets) are left empty and
+	// filled by RunSpec.
+	Build config.RunSpec
 
-	Flavor, Network string
-	KeepRevisions   int
-	Visibility      config.Visibility
-	AdoptUnmarked   bool
+	CloudsFile string // the clouds.yaml builds use; "" = the usual search path
+	Bases      []config.Base
+	Arches     []config.Arch
 
-	RunnerVersion string // "" = the latest release
-	RunnerSHA256  string
-	RunnerRepo    string
-	RunnerAPIURL  string
 	RunnerToken   *SecretRef // GitHub token for release look-ups, or nil
-
-	Proxy         string
-	ScriptURL     string
 	ScriptSecrets map[string]SecretRef
 
-	UserDataFile      string
-	VerifyScriptFile  string
-	SkipDefaultChecks bool // only with both files above (custom recipes, tests)
-	Timeouts          config.Timeouts
-	InsecureSkipHost  bool
-
 	OutputDir string // local builder: <OutputDir>/<image name>.qcow2
-	Isolated  bool
 
 	Parallelism   int // 0 = min(cells, CPUs-1)
 	RetryAttempts int
@@ -460,14 +443,17 @@ func (v *validator) line(path string) int {
 
 func (v *validator) convert(fc *fileConfig) *Config {
 	c := &Config{
-		Cloud: strings.TrimSpace(fc.Cloud), CloudsFile: fc.CloudsFile, Prefix: fc.Prefix,
-		Flavor: fc.Flavor, Network: fc.Network, AdoptUnmarked: fc.AdoptUnmarked,
-		RunnerVersion: strings.TrimSpace(fc.Runner.Version), RunnerSHA256: strings.ToLower(strings.TrimSpace(fc.Runner.SHA256)),
-		RunnerRepo: fc.Runner.Repo, RunnerAPIURL: fc.Runner.APIURL, RunnerToken: fc.Runner.Token,
-		Proxy: fc.Proxy, ScriptURL: fc.Script.URL, ScriptSecrets: fc.Script.Secrets,
-		UserDataFile: fc.UserDataFile, VerifyScriptFile: fc.VerifyScriptFile, SkipDefaultChecks: fc.SkipDefaultChecks,
-		InsecureSkipHost: fc.InsecureSkipHostKeyCheck,
-		OutputDir:        fc.Local.OutputDir, Isolated: fc.Local.Isolated,
+		Build: config.RunSpec{
+			Cloud: strings.TrimSpace(fc.Cloud), Prefix: fc.Prefix,
+			Flavor: fc.Flavor, Network: fc.Network, AdoptUnmarked: fc.AdoptUnmarked,
+			RunnerVersion: strings.TrimSpace(fc.Runner.Version), RunnerSHA256: strings.ToLower(strings.TrimSpace(fc.Runner.SHA256)),
+			RunnerRepo: fc.Runner.Repo, RunnerAPIURL: fc.Runner.APIURL,
+			Proxy: fc.Proxy, ScriptURL: fc.Script.URL,
+			UserDataFile: fc.UserDataFile, VerifyScriptFile: fc.VerifyScriptFile, SkipDefaultChecks: fc.SkipDefaultChecks,
+			InsecureSkipHostKeyCheck: fc.InsecureSkipHostKeyCheck, Isolated: fc.Local.Isolated,
+		},
+		CloudsFile: fc.CloudsFile, RunnerToken: fc.Runner.Token, ScriptSecrets: fc.Script.Secrets,
+		OutputDir:   fc.Local.OutputDir,
 		Parallelism: fc.Parallelism,
 		OnSuccess:   fc.Callback.OnSuccess, OnFailure: fc.Callback.OnFailure,
 		LatestFile: fc.LatestFile, BaseImageURL: fc.BaseImageURL,
@@ -479,11 +465,11 @@ func (v *validator) convert(fc *fileConfig) *Config {
 	// service's own: the matrix, paths, secrets, schedule, callbacks.
 	var err error
 	if fc.Builder == "" {
-		c.Builder = config.BuilderOpenStack
-	} else if c.Builder, err = config.ParseBuilder(fc.Builder); err != nil {
+		c.Build.Builder = config.BuilderOpenStack
+	} else if c.Build.Builder, err = config.ParseBuilder(fc.Builder); err != nil {
 		v.failSetting(err)
 	}
-	if c.Builder == config.BuilderLocal {
+	if c.Build.Builder == config.BuilderLocal {
 		if !filepath.IsAbs(c.OutputDir) {
 			v.fail("local.output_dir", "required with builder local: an absolute directory for the qcow2 images")
 		}
@@ -491,18 +477,18 @@ func (v *validator) convert(fc *fileConfig) *Config {
 		v.fail("local.output_dir", "applies only to builder local")
 	}
 	v.checkPath("clouds_file", c.CloudsFile)
-	c.UploadClouds = fc.UploadClouds
-	if c.Prefix == "" {
+	c.Build.UploadClouds = fc.UploadClouds
+	if c.Build.Prefix == "" {
 		v.fail("prefix", "required: it names the images (<prefix>-<base>-<arch>) and every builder resource")
 	}
 	v.matrix(fc, c)
-	c.KeepRevisions = config.DefaultKeepRevisions
+	c.Build.KeepRevisions = config.DefaultKeepRevisions
 	if fc.KeepRevisions != nil {
-		c.KeepRevisions = *fc.KeepRevisions
+		c.Build.KeepRevisions = *fc.KeepRevisions
 	}
-	c.Visibility = config.VisibilityPrivate
+	c.Build.Visibility = config.VisibilityPrivate
 	if fc.Visibility != "" {
-		if c.Visibility, err = config.ParseVisibility(fc.Visibility); err != nil {
+		if c.Build.Visibility, err = config.ParseVisibility(fc.Visibility); err != nil {
 			v.failSetting(err)
 		}
 	}
@@ -512,8 +498,8 @@ func (v *validator) convert(fc *fileConfig) *Config {
 			v.fail("script.secrets."+name, "the secret's name must be a shell variable name (letters, digits, _)")
 		}
 	}
-	v.checkPath("user_data_file", c.UserDataFile)
-	v.checkPath("verify_script_file", c.VerifyScriptFile)
+	v.checkPath("user_data_file", c.Build.UserDataFile)
+	v.checkPath("verify_script_file", c.Build.VerifyScriptFile)
 	v.timeouts(fc, c)
 	v.retry(fc, c)
 	if c.Parallelism < 0 || c.Parallelism > 64 {
@@ -543,7 +529,7 @@ func (v *validator) settings(c *Config) {
 	}
 	for ai, a := range c.Arches {
 		for bi, b := range c.Bases {
-			err := c.specTemplate(Cell{Base: b, Arch: a, ImageName: config.ImageName(c.Prefix, b, a)}, nil).Validate()
+			err := c.specTemplate(Cell{Base: b, Arch: a, ImageName: config.ImageName(c.Build.Prefix, b, a)}, nil).Validate()
 			if err == nil {
 				continue
 			}
@@ -619,36 +605,36 @@ func (v *validator) matrix(fc *fileConfig, c *Config) {
 		}
 		c.Bases = append(c.Bases, b)
 	}
-	if c.Builder == config.BuilderLocal && len(c.Arches) > 1 {
+	if c.Build.Builder == config.BuilderLocal && len(c.Arches) > 1 {
 		v.fail("matrix.arches", "builder local builds only this host's architecture: list one")
 	}
 }
 
 func (v *validator) runner(c *Config) {
-	if c.RunnerVersion == "latest" {
-		c.RunnerVersion = ""
+	if c.Build.RunnerVersion == "latest" {
+		c.Build.RunnerVersion = ""
 	}
-	if c.RunnerSHA256 != "" && c.RunnerVersion == "" {
+	if c.Build.RunnerSHA256 != "" && c.Build.RunnerVersion == "" {
 		v.fail("runner.sha256", "pins one version's tarball: set runner.version too")
 	}
-	if c.RunnerRepo == "" {
-		c.RunnerRepo = config.DefaultRunnerRepo
+	if c.Build.RunnerRepo == "" {
+		c.Build.RunnerRepo = config.DefaultRunnerRepo
 	}
-	if c.RunnerAPIURL == "" {
-		c.RunnerAPIURL = config.DefaultRunnerAPIURL
+	if c.Build.RunnerAPIURL == "" {
+		c.Build.RunnerAPIURL = config.DefaultRunnerAPIURL
 	}
 }
 
 func (v *validator) timeouts(fc *fileConfig, c *Config) {
-	c.Timeouts = config.DefaultTimeouts()
+	c.Build.Timeouts = config.DefaultTimeouts()
 	t := &fc.Timeouts
 	for _, f := range []struct {
 		d   duration
 		out *time.Duration
 	}{
-		{t.Boot, &c.Timeouts.Boot}, {t.SSH, &c.Timeouts.SSH},
-		{t.CloudInit, &c.Timeouts.CloudInit}, {t.Script, &c.Timeouts.Script},
-		{t.Snapshot, &c.Timeouts.Snapshot}, {t.Copy, &c.Timeouts.Copy},
+		{t.Boot, &c.Build.Timeouts.Boot}, {t.SSH, &c.Build.Timeouts.SSH},
+		{t.CloudInit, &c.Build.Timeouts.CloudInit}, {t.Script, &c.Build.Timeouts.Script},
+		{t.Snapshot, &c.Build.Timeouts.Snapshot}, {t.Copy, &c.Build.Timeouts.Copy},
 	} {
 		if f.d.set {
 			*f.out = f.d.d

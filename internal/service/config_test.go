@@ -28,18 +28,18 @@ func TestParseConfigDefaults(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"builder", c.Builder, config.BuilderOpenStack},
+		{"builder", c.Build.Builder, config.BuilderOpenStack},
 		{"bases", c.Bases, []config.Base{config.BaseNoble}},
-		{"keep", c.KeepRevisions, 5},
-		{"visibility", c.Visibility, config.VisibilityPrivate},
-		{"runner", c.RunnerVersion, ""},
-		{"repo", c.RunnerRepo, config.DefaultRunnerRepo},
+		{"keep", c.Build.KeepRevisions, 5},
+		{"visibility", c.Build.Visibility, config.VisibilityPrivate},
+		{"runner", c.Build.RunnerVersion, ""},
+		{"repo", c.Build.RunnerRepo, config.DefaultRunnerRepo},
 		{"interval", c.Interval, 6 * time.Hour},
 		{"check", c.CheckInterval, time.Hour},
 		{"refresh", c.BaseImageRefresh, 7 * 24 * time.Hour},
 		{"retry", [3]any{c.RetryAttempts, c.RetryMin, c.RetryMax}, [3]any{5, 5 * time.Second, time.Minute}},
 		{"listen", c.Listen, "127.0.0.1:9180"},
-		{"timeouts", c.Timeouts, config.DefaultTimeouts()},
+		{"timeouts", c.Build.Timeouts, config.DefaultTimeouts()},
 		{"clouds", c.PublishClouds(), []string{"builder"}},
 		{"path", c.Path, "/etc/grib.yaml"},
 	}
@@ -96,8 +96,8 @@ serve: {listen: "127.0.0.1:0"}
 	if got := strings.Join(names, " "); got != want {
 		t.Errorf("cells %s, want %s", got, want)
 	}
-	if c.Timeouts.Boot != 5*time.Minute || c.Timeouts.CloudInit != 45*time.Minute || c.Timeouts.SSH != config.DefaultTimeouts().SSH {
-		t.Errorf("timeouts %+v", c.Timeouts)
+	if c.Build.Timeouts.Boot != 5*time.Minute || c.Build.Timeouts.CloudInit != 45*time.Minute || c.Build.Timeouts.SSH != config.DefaultTimeouts().SSH {
+		t.Errorf("timeouts %+v", c.Build.Timeouts)
 	}
 	if c.BaseImageRefresh != 0 || c.Interval != 30*time.Minute || c.CheckInterval != 5*time.Minute {
 		t.Errorf("schedule %v %v %v", c.Interval, c.CheckInterval, c.BaseImageRefresh)
@@ -260,7 +260,7 @@ func FuzzParseConfig(f *testing.F) {
 			}
 			return
 		}
-		if c.Prefix == "" || len(c.Cells()) == 0 || c.Interval <= 0 || c.CheckInterval > c.Interval {
+		if c.Build.Prefix == "" || len(c.Cells()) == 0 || c.Interval <= 0 || c.CheckInterval > c.Interval {
 			t.Fatalf("accepted an invalid configuration: %+v", c)
 		}
 		for _, cell := range c.Cells() {

@@ -83,7 +83,7 @@ func (s *Service) dueReason(ctx context.Context, cell Cell, images []LatestImage
 		return ""
 	}
 	if want != "" && have != "" && want != have {
-		if s.Config.RunnerVersion == "" {
+		if s.Config.Build.RunnerVersion == "" {
 			return fmt.Sprintf("runner %s was released (the image has %s)", want, have)
 		}
 		return fmt.Sprintf("runner version %s is configured (the image has %s)", want, have)
@@ -94,8 +94,8 @@ func (s *Service) dueReason(ctx context.Context, cell Cell, images []LatestImage
 // wantedRunner is the runner version a build of arch would install: the
 // pinned one, or the latest release (looked up once per arch).
 func (s *Service) wantedRunner(ctx context.Context, arch config.Arch, cache map[config.Arch]string) (string, error) {
-	if s.Config.RunnerVersion != "" {
-		return s.Config.RunnerVersion, nil
+	if s.Config.Build.RunnerVersion != "" {
+		return s.Config.Build.RunnerVersion, nil
 	}
 	if v, ok := cache[arch]; ok {
 		return v, nil

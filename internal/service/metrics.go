@@ -106,7 +106,7 @@ func (c *Config) TextfilePath() string {
 	if c.TextfileDir == "" {
 		return ""
 	}
-	return filepath.Join(c.TextfileDir, "github_runner_image_builder_"+strings.ReplaceAll(c.Prefix, ".", "_")+".prom")
+	return filepath.Join(c.TextfileDir, "github_runner_image_builder_"+strings.ReplaceAll(c.Build.Prefix, ".", "_")+".prom")
 }
 
 // WriteTextfile writes the metrics to path atomically, 0644 (node_exporter

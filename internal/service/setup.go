@@ -113,7 +113,7 @@ func (s *Service) Setup(ctx context.Context, o SetupOptions) (*SetupReport, erro
 		return nil, err
 	}
 	paths := DefaultPaths(o.Mode, o.Home)
-	rep := &SetupReport{CloudsFile: cmpOr(c.CloudsFile, paths.CloudsFile), Name: ScheduleName(c.Prefix)}
+	rep := &SetupReport{CloudsFile: cmpOr(c.CloudsFile, paths.CloudsFile), Name: ScheduleName(c.Build.Prefix)}
 	root := o.Root
 	if root == "/" {
 		root = ""
@@ -158,7 +158,7 @@ func (s *Service) Setup(ctx context.Context, o SetupOptions) (*SetupReport, erro
 	}
 	schedule := install.Schedule{
 		Name:         rep.Name,
-		Description:  fmt.Sprintf("Build GitHub runner images of %s (%s)", c.Prefix, c.Path),
+		Description:  fmt.Sprintf("Build GitHub runner images of %s (%s)", c.Build.Prefix, c.Path),
 		Interval:     c.Interval,
 		Command:      []string{o.Binary, "build", "--config", c.Path},
 		Env:          env,
@@ -266,9 +266,9 @@ func checkClouds(data []byte, c *Config) error {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	need := slices.Clone(c.UploadClouds)
-	if c.Cloud != "" {
-		need = append([]string{c.Cloud}, need...)
+	need := slices.Clone(c.Build.UploadClouds)
+	if c.Build.Cloud != "" {
+		need = append([]string{c.Build.Cloud}, need...)
 	}
 	for _, n := range need {
 		if _, ok := doc.Clouds[n]; !ok {

@@ -119,7 +119,7 @@ func (c *Config) serviceDir(getenv func(string) string) (string, error) {
 	base := c.StateDir
 	if base == "" {
 		var err error
-		if base, err = config.StateDir(getenv, c.Prefix); err != nil {
+		if base, err = config.StateDir(getenv, c.Build.Prefix); err != nil {
 			return "", err
 		}
 	}
