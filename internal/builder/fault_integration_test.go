@@ -418,11 +418,7 @@ func deleteDirect(t *testing.T, c *testenv.Cloud, id string) {
 // imageIDs lists the IDs of the project's images named name.
 func imageIDs(t *testing.T, ctx context.Context, c *testenv.Cloud, name string) []string {
 	t.Helper()
-	pages, err := images.List(c.Image, images.ListOpts{Name: name}).AllPages(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := images.ExtractImages(pages)
+	all, err := testenv.ImagesNamed(ctx, c.Image, name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -271,12 +271,7 @@ func deleteImages(t *testing.T, cloud, name string) {
 		t.Errorf("cleanup: %v", err)
 		return
 	}
-	pages, err := images.List(c.Image, images.ListOpts{Name: name}).AllPages(ctx)
-	if err != nil {
-		t.Errorf("cleanup: listing %s: %v", name, err)
-		return
-	}
-	ims, err := images.ExtractImages(pages)
+	ims, err := testenv.ImagesNamed(ctx, c.Image, name)
 	if err != nil {
 		t.Errorf("cleanup: %v", err)
 		return

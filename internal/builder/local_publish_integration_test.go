@@ -93,11 +93,7 @@ func TestLocalPruneFailureKeepsPublished(t *testing.T) {
 	if _, err := os.Stat(out); err != nil {
 		t.Errorf("--output after a failed prune: %v", err)
 	}
-	pages, err := images.List(c.Image, images.ListOpts{Name: imageName}).AllPages(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ims, err := images.ExtractImages(pages)
+	ims, err := testenv.ImagesNamed(ctx, c.Image, imageName)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -490,11 +490,7 @@ func getImage(t *testing.T, ctx context.Context, c *testenv.Cloud, id string) *i
 
 func listByName(t *testing.T, ctx context.Context, c *testenv.Cloud, name string) []images.Image {
 	t.Helper()
-	pages, err := images.List(c.Image, images.ListOpts{Name: name}).AllPages(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := images.ExtractImages(pages)
+	all, err := testenv.ImagesNamed(ctx, c.Image, name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,3 +84,12 @@ func WaitImage(ctx context.Context, image *gophercloud.ServiceClient, id string)
 		}
 	}
 }
+
+// ImagesNamed lists the images called name that the client's project sees.
+func ImagesNamed(ctx context.Context, image *gophercloud.ServiceClient, name string) ([]images.Image, error) {
+	pages, err := images.List(image, images.ListOpts{Name: name}).AllPages(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("testenv: list images named %q: %w", name, err)
+	}
+	return images.ExtractImages(pages)
+}
