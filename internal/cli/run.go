@@ -113,6 +113,9 @@ func (inv *invocation) run(ctx context.Context, imageName string, f runFlags) er
 		}
 		return WritePlan(inv.app.Stdout, format, plan)
 	}
+	if spec.Builder == config.BuilderLocal {
+		inv.quietForProgress()
+	}
 	res, err := inv.builds().Run(ctx, inv.logger(), spec, nil)
 	if err != nil && len(res.Images) == 0 {
 		return err
