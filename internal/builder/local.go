@@ -283,7 +283,7 @@ func (b *localBuild) startVM(ctx context.Context) error {
 		l.OnVM(vm)
 	}
 	if accel == qemu.AccelTCG {
-		b.prog.printf("no usable KVM here (the log says why): the guest runs under TCG emulation, expect minutes per phase")
+		b.prog.printf("the guest runs under TCG emulation, expect minutes per phase: %s", reason)
 	}
 	return nil
 }
