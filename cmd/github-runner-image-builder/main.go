@@ -28,11 +28,15 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	ledger := &builder.Ledger{}
 	go exitOnSecondSignal(ctx, os.Args[1:], ledger.Left)
+	// Progress lines go to stderr when it is a terminal; the CLI then keeps
+	// the log's info records off it during local builds (cli.App.Terminal).
+	tty := builder.Terminal(os.Stderr)
 	app := &cli.App{
-		Stdout:  os.Stdout,
-		Stderr:  os.Stderr,
-		Environ: os.Environ(),
-		Backend: Backend(version(), builder.Terminal(os.Stderr), ledger.Observe),
+		Stdout:   os.Stdout,
+		Stderr:   os.Stderr,
+		Environ:  os.Environ(),
+		Backend:  Backend(version(), tty, ledger.Observe),
+		Terminal: tty != nil,
 	}
 	code := app.Main(ctx, os.Args[1:])
 	stop()

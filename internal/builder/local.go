@@ -37,7 +37,7 @@ type Local struct {
 	// Accel decides between KVM and TCG; nil means a probe made on first use.
 	Accel *qemu.AccelProbe
 	// Progress receives progress lines for the long phases (a terminal);
-	// nil, or a JSON logger, means none.
+	// nil means none.
 	Progress io.Writer
 	// Output receives the script's output; nil logs it at info level.
 	Output io.Writer
@@ -144,7 +144,7 @@ func (l *Local) Build(ctx context.Context, log *slog.Logger, job Job) ([]config.
 	b.info = newBuildInfo(spec, job.Runner, o.now(), o.Version)
 	b.partial = filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".grib-"+b.info.ID)
 	b.log = log.With("build_id", b.info.ID)
-	b.prog = newProgress(l.Progress, log, l.ticker)
+	b.prog = newProgress(l.Progress, l.ticker, o.now)
 	b.pub = &publication{connect: connect, log: b.log, spec: spec, info: b.info, observe: job.Observe,
 		format: openstack.Image{DiskFormat: "qcow2", ContainerFormat: "bare"}}
 	b.log.Info("local build", "image", spec.ImageName, "output", out, "upload_clouds", spec.UploadClouds, "isolated", spec.Isolated)
@@ -283,7 +283,7 @@ func (b *localBuild) startVM(ctx context.Context) error {
 		l.OnVM(vm)
 	}
 	if accel == qemu.AccelTCG {
-		b.prog.printf("no usable KVM here (the log says why): the guest runs under TCG emulation, expect minutes per phase")
+		b.prog.printf("the guest runs under TCG emulation, expect minutes per phase: %s", reason)
 	}
 	return nil
 }
@@ -384,7 +384,8 @@ func (b *localBuild) upload(ctx context.Context) error {
 	}
 	res := &copyResult{done: map[string]publishedCopy{}, want: &d}
 	b.pub.copies = res
-	return b.pub.copyAll(ctx, res, func(context.Context) io.ReadSeeker { return io.NewSectionReader(f, 0, d.Size) }, nil)
+	m := b.prog.current().meter(d.Size * int64(len(b.pub.targets())))
+	return b.pub.copyAll(ctx, res, func(context.Context) io.ReadSeeker { return m.reader(io.NewSectionReader(f, 0, d.Size)) }, nil)
 }
 
 // place renames the export to --output.
@@ -424,7 +425,7 @@ func (l *Local) Init(ctx context.Context, log *slog.Logger, spec config.InitSpec
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	prog := newProgress(l.Progress, log, l.ticker)
+	prog := newProgress(l.Progress, l.ticker, l.openstack().now)
 	f := &baseimage.Fetcher{Mirror: spec.BaseImageURL, CacheDir: BaseImageCacheDir(spec.CacheDir), Log: log}
 	for _, s := range BaseImageSpecs(spec) {
 		ph := prog.start(fmt.Sprintf("base image %s %s", s.Base, s.Arch))

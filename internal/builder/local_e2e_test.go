@@ -108,9 +108,9 @@ test -f /var/lib/grib-e2e/recipe-marker
 	}
 	assertNoQemu(t, rec.all())
 	assertOnly(t, outDir, "image.qcow2")
-	id, ok := strings.CutPrefix(stdout, cli.SuccessHeader)
+	id, ok := strings.CutPrefix(stdout, cli.LocalFileHeader+out+"\n"+cli.SuccessHeader)
 	if !ok || id == "" || strings.Contains(id, ",") {
-		t.Fatalf("stdout %q: want the success header and one image ID", stdout)
+		t.Fatalf("stdout %q: want the image file, the success header and one image ID", stdout)
 	}
 
 	// Secrets: the script saw it (it ran), nobody else did.

@@ -3,9 +3,9 @@ package builder
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -14,11 +14,13 @@ import (
 // progress prints the long phases of a local build for a person watching a
 // terminal: a line when a phase starts, one every progressEvery while it
 // runs (with its elapsed time and detail, e.g. a percentage), and one when
-// it ends. Lines, not a redrawn line, so that log records printed to the
-// same terminal in between stay readable. A nil *progress prints nothing.
+// it ends. Lines, not a redrawn line, so that the warnings printed to the
+// same terminal in between stay readable (on a terminal the CLI keeps the
+// log's info records off it). A nil *progress prints nothing.
 type progress struct {
 	w      io.Writer
 	ticker func() (<-chan time.Time, func())
+	now    func() time.Time
 
 	mu  sync.Mutex
 	cur *phase
@@ -57,16 +59,15 @@ func phaseLabel(step string) (string, bool) {
 }
 
 // newProgress returns a progress printer to w, or nil (print nothing) when
-// w is nil or the logs are JSON (machine-read: a person is not watching).
-// ticker makes the interval's ticks; nil means a real ticker.
-func newProgress(w io.Writer, log *slog.Logger, ticker func() (<-chan time.Time, func())) *progress {
+// w is nil (not a terminal: a pipe, a file, a journal). ticker makes the
+// interval's ticks, nil meaning a real ticker; now is the clock of the
+// elapsed times and rates, nil meaning time.Now.
+func newProgress(w io.Writer, ticker func() (<-chan time.Time, func()), now func() time.Time) *progress {
 	if w == nil {
 		return nil
 	}
-	if log != nil {
-		if _, isJSON := log.Handler().(*slog.JSONHandler); isJSON {
-			return nil
-		}
+	if now == nil {
+		now = time.Now
 	}
 	if ticker == nil {
 		ticker = func() (<-chan time.Time, func()) {
@@ -74,7 +75,7 @@ func newProgress(w io.Writer, log *slog.Logger, ticker func() (<-chan time.Time,
 			return t.C, t.Stop
 		}
 	}
-	return &progress{w: w, ticker: ticker}
+	return &progress{w: w, ticker: ticker, now: now}
 }
 
 // printf prints one line.
@@ -113,7 +114,8 @@ type phase struct {
 	label  string
 	start  time.Time
 	mu     sync.Mutex
-	detail string
+	detail func() string // shown on each periodic line
+	final  func() string // shown on the "done" line
 	stop   chan struct{}
 	done   chan struct{}
 }
@@ -123,7 +125,7 @@ func (p *progress) start(label string) *phase {
 	if p == nil {
 		return nil
 	}
-	ph := &phase{p: p, label: label, start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	ph := &phase{p: p, label: label, start: p.now(), stop: make(chan struct{}), done: make(chan struct{})}
 	p.mu.Lock()
 	p.cur = ph
 	p.mu.Unlock()
@@ -137,7 +139,7 @@ func (p *progress) start(label string) *phase {
 			case <-ph.stop:
 				return
 			case <-ticks:
-				line := fmt.Sprintf("    %s: %s", label, elapsed(time.Since(ph.start)))
+				line := fmt.Sprintf("    %s: %s", label, elapsed(p.now().Sub(ph.start)))
 				if d := ph.getDetail(); d != "" {
 					line += ", " + d
 				}
@@ -164,14 +166,125 @@ func (ph *phase) set(detail string) {
 		return
 	}
 	ph.mu.Lock()
-	ph.detail = detail
+	ph.detail = func() string { return detail }
 	ph.mu.Unlock()
 }
 
 func (ph *phase) getDetail() string {
 	ph.mu.Lock()
-	defer ph.mu.Unlock()
-	return ph.detail
+	d := ph.detail
+	ph.mu.Unlock()
+	if d == nil {
+		return ""
+	}
+	return d()
+}
+
+// meter makes the phase's lines show the bytes a copy has sent out of total
+// (0: unknown) and its mean rate; the "done" line shows the bytes and rate
+// of the whole phase. The copy reads its data through the meter's reader.
+// A nil phase gives a nil meter, whose reader counts nothing.
+func (ph *phase) meter(total int64) *meter {
+	if ph == nil {
+		return nil
+	}
+	m := &meter{now: ph.p.now, start: ph.p.now(), total: total}
+	ph.mu.Lock()
+	ph.detail, ph.final = m.progress, m.summary
+	ph.mu.Unlock()
+	return m
+}
+
+// meter counts the bytes read through its readers since start.
+type meter struct {
+	now   func() time.Time
+	start time.Time
+	total int64
+	n     atomic.Int64
+}
+
+// progress is "1.5 MiB of 3.0 MiB, 512.0 KiB/s".
+func (m *meter) progress() string {
+	s := bytesIEC(m.n.Load())
+	if m.total > 0 {
+		s += " of " + bytesIEC(m.total)
+	}
+	if r := m.rate(); r != "" {
+		s += ", " + r
+	}
+	return s
+}
+
+// summary is "3.0 MiB at 512.0 KiB/s".
+func (m *meter) summary() string {
+	s := bytesIEC(m.n.Load())
+	if r := m.rate(); r != "" {
+		s += " at " + r
+	}
+	return s
+}
+
+// rate is the mean rate since start, or "" before any time has passed.
+func (m *meter) rate() string {
+	d := m.now().Sub(m.start)
+	if d <= 0 {
+		return ""
+	}
+	return bytesIEC(int64(float64(m.n.Load())/d.Seconds())) + "/s"
+}
+
+// reader returns r counting what is read from it (by Read or ReadAt: an
+// upload of a file reads at offsets). A nil meter returns r.
+func (m *meter) reader(r io.ReadSeeker) io.ReadSeeker {
+	if m == nil {
+		return r
+	}
+	return &meteredReader{r: r, m: m}
+}
+
+type meteredReader struct {
+	r io.ReadSeeker
+	m *meter
+}
+
+func (c *meteredReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.m.n.Add(int64(n))
+	return n, err
+}
+
+func (c *meteredReader) Seek(off int64, whence int) (int64, error) { return c.r.Seek(off, whence) }
+
+// ReadAt reads at an offset when the underlying reader can (else it seeks
+// and reads, which is what a reader without ReadAt gets anyway).
+func (c *meteredReader) ReadAt(p []byte, off int64) (int, error) {
+	var n int
+	var err error
+	if ra, ok := c.r.(io.ReaderAt); ok {
+		n, err = ra.ReadAt(p, off)
+	} else if _, err = c.r.Seek(off, io.SeekStart); err == nil {
+		n, err = io.ReadFull(c.r, p)
+		if err == io.ErrUnexpectedEOF {
+			err = io.EOF
+		}
+	}
+	c.m.n.Add(int64(n))
+	return n, err
+}
+
+// bytesIEC prints a byte count in binary units: 512 B, 1.5 KiB, 3.0 GiB.
+func bytesIEC(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, unit := float64(n)/1024, "KiB"
+	for _, u := range []string{"MiB", "GiB", "TiB"} {
+		if v < 1024 {
+			break
+		}
+		v, unit = v/1024, u
+	}
+	return fmt.Sprintf("%.1f %s", v, unit)
 }
 
 // end stops the periodic lines and prints how the phase ended.
@@ -187,11 +300,19 @@ func (ph *phase) end(err error) {
 		p.cur = nil
 	}
 	p.mu.Unlock()
+	took := elapsed(p.now().Sub(ph.start))
+	ph.mu.Lock()
+	final := ph.final
+	ph.mu.Unlock()
 	if err != nil {
-		p.printf("    %s: failed after %s", ph.label, elapsed(time.Since(ph.start)))
+		p.printf("    %s: failed after %s", ph.label, took)
 		return
 	}
-	p.printf("    %s: done in %s", ph.label, elapsed(time.Since(ph.start)))
+	if final != nil {
+		p.printf("    %s: done in %s, %s", ph.label, took, final())
+		return
+	}
+	p.printf("    %s: done in %s", ph.label, took)
 }
 
 // elapsed prints a duration as m:ss (h:mm:ss from an hour on).

@@ -16,6 +16,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 
 	. "github.com/runner-image-builder/github-runner-image-builder/internal/builder"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/cli"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/faultproxy"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
@@ -111,8 +112,8 @@ func TestLocalPruneFailureKeepsPublished(t *testing.T) {
 	if len(ims) != 2 || !slices.Contains(ids, older) || published == "" {
 		t.Fatalf("it-b holds %v named %s; want the older revision %s and the new image", ids, imageName, older)
 	}
-	if !strings.Contains(stdout, published) {
-		t.Errorf("stdout %q does not print the published image %s", stdout, published)
+	if want := cli.LocalFileHeader + out + "\n" + cli.SuccessHeader + published; stdout != want {
+		t.Errorf("stdout %q, want %q: the image file and the published image", stdout, want)
 	}
 	if !strings.Contains(stderr, "Error: ") || !strings.Contains(stderr, "prun") {
 		t.Errorf("stderr does not say that pruning failed:\n%s", stderr)

@@ -1,23 +1,26 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
 
-func TestProgressIsQuietForJSONLogsAndNoTerminal(t *testing.T) {
+func TestProgressIsQuietWithoutATerminal(t *testing.T) {
 	var w testenv.LockedBuffer
-	if p := newProgress(&w, slog.New(slog.NewJSONHandler(&w, nil)), nil); p != nil {
-		t.Error("progress with JSON logs")
-	}
-	if p := newProgress(nil, slog.New(slog.NewTextHandler(&w, nil)), nil); p != nil {
+	if p := newProgress(nil, nil, nil); p != nil {
 		t.Error("progress without a writer")
 	}
 	// A nil progress is usable and prints nothing.
@@ -29,6 +32,7 @@ func TestProgressIsQuietForJSONLogsAndNoTerminal(t *testing.T) {
 	p.printf("x")
 	p.current().set("50%")
 	p.start("x").end(nil)
+	p.current().meter(10).reader(strings.NewReader("x"))
 	if w.String() != "" {
 		t.Errorf("printed %q", w.String())
 	}
@@ -46,7 +50,7 @@ func TestProgressIsQuietForJSONLogsAndNoTerminal(t *testing.T) {
 func TestProgressLines(t *testing.T) {
 	var w testenv.LockedBuffer
 	ticks := make(chan time.Time)
-	p := newProgress(&w, slog.New(slog.NewTextHandler(&w, nil)), func() (<-chan time.Time, func()) { return ticks, func() {} })
+	p := newProgress(&w, func() (<-chan time.Time, func()) { return ticks, func() {} }, nil)
 	steps := []Step{
 		{Name: "lock", Run: func(context.Context) error { return nil }}, // no label: no lines
 		{Name: "export", Run: func(context.Context) error {
@@ -89,6 +93,80 @@ func TestElapsed(t *testing.T) {
 	} {
 		if got := elapsed(d); got != want {
 			t.Errorf("elapsed(%s) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// fakeClock is a clock that moves only when told.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *fakeClock) advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// TestUploadProgressShowsBytesAndRate: the local build's upload step (the
+// copy of the exported file to --upload-clouds, here a fake cloud) shows,
+// on its periodic lines, the bytes sent of the total and the rate, and on
+// its last line the bytes and the mean rate, timed by the injected clock.
+func TestUploadProgressShowsBytesAndRate(t *testing.T) {
+	east := newFakeCloud("east")
+	o := testOpenStack(t, east)
+	dir := t.TempDir()
+	spec := testSpec(t, func(s *config.RunSpec) {
+		s.Builder, s.Output, s.UploadClouds = config.BuilderLocal, filepath.Join(dir, "out.qcow2"), []string{"east"}
+		s.BaseImageFile = filepath.Join(dir, "base.qcow2")
+	})
+	data := bytes.Repeat([]byte("image"), 3<<20/5+1)[:3<<20] // 3 MiB
+	partial := filepath.Join(dir, ".out.qcow2.partial")
+	if err := os.WriteFile(partial, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{t: time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)}
+	var w testenv.LockedBuffer
+	ticks := make(chan time.Time)
+	b := &localBuild{spec: spec, log: discard(), partial: partial,
+		info: newBuildInfo(spec, release.Release{Version: "2.330.0"}, clock.now(), o.Version),
+		prog: newProgress(&w, func() (<-chan time.Time, func()) { return ticks, func() {} }, clock.now)}
+	b.pub = &publication{connect: o.Connect, log: b.log, spec: spec, info: b.info,
+		format: openstack.Image{DiskFormat: "qcow2", ContainerFormat: "bare"}}
+	first := true
+	east.onUploadRead = func() { // mid-copy, 4 s in: one periodic line
+		if first {
+			first = false
+			clock.advance(4 * time.Second)
+			ticks <- clock.now()
+			waitLines(t, &w, 2)
+		}
+	}
+	steps := []Step{{Name: "upload", Run: b.upload, Cleanup: b.pub.cleanupCopies}}
+	if err := (&Runner{Log: discard(), Observe: b.prog.observe}).Run(context.Background(), steps); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(w.String()), "\n")
+	if len(lines) != 3 || lines[0] != "==> upload" {
+		t.Fatalf("progress lines:\n%s\nwant 3: the start, one periodic line, the end", w.String())
+	}
+	mid := regexp.MustCompile(`^    upload: 0:04, ([0-9.]+ (B|KiB|MiB)) of 3\.0 MiB, [0-9.]+ (B|KiB|MiB)/s$`).FindStringSubmatch(lines[1])
+	if mid == nil || mid[1] == "0 B" || mid[1] == "3.0 MiB" {
+		t.Errorf("periodic line %q: want the bytes sent so far (neither none nor all) of 3.0 MiB and a rate", lines[1])
+	}
+	if want := "    upload: done in 0:04, 3.0 MiB at 768.0 KiB/s"; lines[2] != want {
+		t.Errorf("last line %q, want %q", lines[2], want)
+	}
+	if got := east.data[b.pub.copies.done["east"].image.ID]; !bytes.Equal(got, data) {
+		t.Errorf("east got %d bytes, want the %d of the file", len(got), len(data))
+	}
+}
+
+func TestBytesIEC(t *testing.T) {
+	for n, want := range map[int64]string{
+		0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 3 << 20: "3.0 MiB", 5 << 30: "5.0 GiB", 2 << 40: "2.0 TiB", 3 << 50: "3072.0 TiB",
+	} {
+		if got := bytesIEC(n); got != want {
+			t.Errorf("bytesIEC(%d) = %q, want %q", n, got, want)
 		}
 	}
 }

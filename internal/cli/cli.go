@@ -46,6 +46,12 @@ type App struct {
 	Backend Backend
 	// GOARCH is the host's architecture in Go's spelling; "" means runtime.GOARCH.
 	GOARCH string
+	// Terminal says that Stderr is a terminal, where the local builder
+	// prints its progress lines (main gives it the same terminal): during
+	// a local build or init, stderr then shows the log's warnings and
+	// errors only, the info records going to --log-file (or to stderr too
+	// at --log-level debug). See quietForProgress.
+	Terminal bool
 }
 
 // Main runs the command line with args (without the program name) and
@@ -102,8 +108,9 @@ type invocation struct {
 	logFormat string
 	logFile   string
 
-	log       *slog.Logger
-	closeFile func() error
+	log         *slog.Logger
+	stderrLevel *slog.LevelVar // stderr's level: --log-level, raised by quietForProgress
+	closeFile   func() error
 }
 
 func (inv *invocation) getenv(key string) string { return config.Getenv(inv.app.Environ)(key) }

@@ -383,7 +383,7 @@ func TestWriteRunResult(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var b bytes.Buffer
-			err := WriteRunResult(&b, tt.format, tt.clouds, tt.imgs)
+			err := WriteRunResult(&b, tt.format, tt.clouds, tt.imgs, "")
 			if tt.wantErr != "" {
 				if !errs.Is(err, errs.KindInternal) || !strings.Contains(err.Error(), tt.wantErr) || b.Len() != 0 {
 					t.Fatalf("got %v, output %q; want an internal error with %q and no output", err, b.String(), tt.wantErr)

@@ -57,6 +57,9 @@ With --builder local it only fills the cache and touches no cloud.`,
 			if inv.app.Backend.Init == nil {
 				return notImplemented("init --builder " + string(spec.Builder))
 			}
+			if spec.Builder == config.BuilderLocal {
+				inv.quietForProgress()
+			}
 			return inv.app.Backend.Init(cmd.Context(), inv.logger(), spec)
 		},
 	}

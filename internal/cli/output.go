@@ -14,14 +14,23 @@ import (
 // the charm parses the last word after it.
 const SuccessHeader = "Image build success:\n"
 
+// LocalFileHeader starts the line of a local build's stdout that names the
+// image file it wrote.
+const LocalFileHeader = "Image file: "
+
 // WriteRunResult prints a successful run's images. clouds is
 // RunSpec.PublishClouds(): the images are printed in that order, and each
 // cloud must have exactly one (a mismatch is a bug, never a silent
-// truncation as the charm's zip would do).
+// truncation as the charm's zip would do). output is the absolute path of
+// a local build's image file, "" for the openstack builder.
 //
-// Text is exactly "Image build success:\n<id>[,<id>...]" with no trailing
-// newline; JSON is {"images":[{"cloud","id","name","checksum"}...]}.
-func WriteRunResult(w io.Writer, f Format, clouds []string, imgs []config.PublishedImage) error {
+// Text is "Image build success:\n<id>[,<id>...]" with no trailing newline,
+// the Python tool's output. A local build's first line is
+// "Image file: <output>", and with no images (nothing uploaded) output
+// itself follows the header: the last word is always the result, which
+// is what the charm's parser reads. JSON is
+// {"output"?, "images":[{"cloud","id","name","checksum"}...]}.
+func WriteRunResult(w io.Writer, f Format, clouds []string, imgs []config.PublishedImage, output string) error {
 	ordered, err := orderImages(clouds, imgs)
 	if err != nil {
 		return err
@@ -29,14 +38,23 @@ func WriteRunResult(w io.Writer, f Format, clouds []string, imgs []config.Publis
 	switch f {
 	case FormatJSON:
 		return writeJSON(w, struct {
+			Output string                  `json:"output,omitempty"`
 			Images []config.PublishedImage `json:"images"`
-		}{ordered})
+		}{output, ordered})
 	case FormatText:
 		ids := make([]string, len(ordered))
 		for i, img := range ordered {
 			ids[i] = img.ID
 		}
-		_, err := io.WriteString(w, SuccessHeader+strings.Join(ids, ","))
+		result := strings.Join(ids, ",")
+		var file string
+		if output != "" {
+			file = LocalFileHeader + output + "\n"
+			if result == "" {
+				result = output
+			}
+		}
+		_, err := io.WriteString(w, file+SuccessHeader+result)
 		return wrapWrite(err)
 	default:
 		return errs.New(errs.KindInternal, "unknown output format %q", f)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -34,7 +35,9 @@ snapshot, copy to --upload-clouds and prune old revisions.
 
 On success stdout ends with exactly "Image build success:", a newline and the
 image IDs, comma-separated, in --upload-clouds order (the build cloud's
-snapshot when there are none), with no trailing newline.
+snapshot when there are none), with no trailing newline. A local build first
+prints "Image file: PATH" (the absolute --output); without --upload-clouds
+PATH also stands in place of the IDs.
 
 The GitHub token for release look-ups is read from GITHUB_TOKEN, never a flag.
 With --runner-version and --runner-sha256 both given nothing is fetched, so
@@ -113,6 +116,9 @@ func (inv *invocation) run(ctx context.Context, imageName string, f runFlags) er
 		}
 		return WritePlan(inv.app.Stdout, format, plan)
 	}
+	if spec.Builder == config.BuilderLocal {
+		inv.quietForProgress()
+	}
 	res, err := inv.builds().Run(ctx, inv.logger(), spec, nil)
 	if err != nil && len(res.Images) == 0 {
 		return err
@@ -120,7 +126,15 @@ func (inv *invocation) run(ctx context.Context, imageName string, f runFlags) er
 	// Published images are printed even when pruning or a cleanup failed
 	// afterwards (exit 10) or was interrupted (exit 130): they stay, and
 	// consumers may use them.
-	if werr := WriteRunResult(inv.app.Stdout, format, spec.PublishClouds(), res.Images); werr != nil {
+	var output string
+	if spec.Builder == config.BuilderLocal {
+		// Where the local builder wrote the image (it takes the same Abs).
+		output = spec.Output
+		if abs, aerr := filepath.Abs(spec.Output); aerr == nil {
+			output = abs
+		}
+	}
+	if werr := WriteRunResult(inv.app.Stdout, format, spec.PublishClouds(), res.Images, output); werr != nil {
 		return werr
 	}
 	return err

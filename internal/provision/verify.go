@@ -30,9 +30,24 @@ type Checks struct {
 // DefaultRunnerDir is where the built-in recipe installs the actions runner.
 const DefaultRunnerDir = "/home/ubuntu/actions-runner"
 
+// GARMRunnerDir is where GARM's runner install template looks for a
+// runner already in the image (it runs it as user runner, home
+// /home/runner); the recipe links /home/runner to /home/ubuntu, so this is
+// DefaultRunnerDir under GARM's name.
+const GARMRunnerDir = "/home/runner/actions-runner"
+
+// runnerUserCheck passes when user runner exists with ubuntu's UID (the
+// alias GARM runs its runner as, owning ubuntu's files) and dir holds the
+// runner's config.sh; else it says which is wrong.
+func runnerUserCheck(dir string) string {
+	return fmt.Sprintf(`d=%s; id runner || exit 1; `+
+		`if [ "$(id -u runner)" != "$(id -u ubuntu)" ]; then echo "user runner (UID $(id -u runner)) is not an alias of ubuntu (UID $(id -u ubuntu))"; exit 1; fi; `+
+		`if [ ! -x "$d/config.sh" ]; then echo "no runner in $d, where GARM looks for it"; exit 1; fi`, shellQuote(dir))
+}
+
 // DefaultChecks are the checks of the built-in recipe: the runner reports
 // runnerVersion (any version when empty), docker, gh and yq run, and the
-// runner user exists.
+// runner user exists as GARM needs it (runnerUserCheck).
 func DefaultChecks(runnerVersion string) Checks {
 	runner := fmt.Sprintf(`d=%s; if [ -x "$d/bin/Runner.Listener" ]; then exec "$d/bin/Runner.Listener" --version; else exec "$d/run.sh" --version; fi`,
 		shellQuote(DefaultRunnerDir))
@@ -41,7 +56,7 @@ func DefaultChecks(runnerVersion string) Checks {
 		{Name: "docker", Command: "docker --version"},
 		{Name: "gh", Command: "gh --version"},
 		{Name: "yq", Command: "yq --version"},
-		{Name: "runner user", Command: "id runner"},
+		{Name: "runner user", Command: runnerUserCheck(GARMRunnerDir)},
 	}}
 }
 
