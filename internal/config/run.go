@@ -272,7 +272,7 @@ func (s RunSpec) Validate() error {
 	if err := ValidateRepo(s.RunnerRepo); err != nil {
 		return err
 	}
-	if err := ValidateHTTPURL("runner_api_url", s.RunnerAPIURL, false); err != nil {
+	if err := ValidateRunnerAPIURL(s.RunnerAPIURL); err != nil {
 		return err
 	}
 	if err := ValidateProxy(s.Proxy); err != nil {
@@ -534,6 +534,31 @@ func ValidateHTTPURL(id, s string, allowEmpty bool) error {
 		return settingErr(id, fmt.Sprintf("%q", redactURL(s)), "remove the credentials from the URL (they would show in logs)")
 	}
 	return nil
+}
+
+// ValidateRunnerAPIURL accepts the GitHub REST API the runner release is
+// looked up at: an http(s) URL as ValidateHTTPURL wants, and https unless
+// the host is on loopback, since the GitHub token is sent to it (and the
+// answer names the tarball and its digest).
+func ValidateRunnerAPIURL(s string) error {
+	if err := ValidateHTTPURL("runner_api_url", s, false); err != nil {
+		return err
+	}
+	if u, _ := url.Parse(s); u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
+		return settingErr("runner_api_url", fmt.Sprintf("%q", redactURL(s)),
+			"use https:// (the GitHub token is sent to it); http:// is only for loopback (127.0.0.0/8, ::1, localhost)")
+	}
+	return nil
+}
+
+// IsLoopbackHost reports whether host (a URL's Hostname: no port, no
+// brackets) is localhost or a loopback IP address.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func redactURL(s string) string {
