@@ -202,11 +202,15 @@ func (inv *invocation) plan(spec config.RunSpec, runner release.Release, userDat
 	if err != nil {
 		return Plan{}, err
 	}
+	scriptURL := ""
+	if spec.ScriptURL != "" {
+		scriptURL = config.RedactedURL(spec.ScriptURL) // as the logs show it: the path or query may carry a token
+	}
 	p := Plan{
 		Builder: spec.Builder, Cloud: spec.Cloud, Arch: spec.Arch, Base: spec.Base,
 		StateDir: stateDir, Output: spec.Output, Flavor: spec.Flavor, Network: spec.Network,
 		Runner: RunnerPlan{Repo: runner.Repo, Version: runner.Version, Arch: string(runner.Arch), URL: runner.URL, SHA256: runner.SHA256},
-		Proxy:  spec.Proxy, ScriptURL: spec.ScriptURL, SecretNames: spec.SecretNames(),
+		Proxy:  spec.Proxy, ScriptURL: scriptURL, SecretNames: spec.SecretNames(),
 		KeepRevisions: spec.KeepRevisions, Visibility: spec.Visibility,
 		Timeouts: map[string]string{
 			"boot": shortDuration(spec.Timeouts.Boot), "ssh": shortDuration(spec.Timeouts.SSH),

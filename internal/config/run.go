@@ -561,6 +561,17 @@ func IsLoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// RedactedURL is how a URL whose path or query may carry a token (the
+// script URL) is shown in logs and plans: its scheme and host only,
+// "https://example.com/...".
+func RedactedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Scheme + "://" + u.Host + "/..."
+}
+
 func redactURL(s string) string {
 	if u, err := url.Parse(s); err == nil {
 		return u.Redacted()
