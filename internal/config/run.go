@@ -572,14 +572,30 @@ func RedactedURL(raw string) string {
 	return u.Scheme + "://" + u.Host + "/..."
 }
 
+// redactURL is a refused URL (or host:port) as its error shows it: without
+// its userinfo, whose user is as often a token as its password
+// (https://TOKEN@host), and without its query or fragment. It works on the
+// text, so that a value no parser accepts loses them too.
 func redactURL(s string) string {
-	if u, err := url.Parse(s); err == nil {
-		return u.Redacted()
-	}
 	if strings.ContainsFunc(s, isControl) {
 		return "<unprintable>"
 	}
-	return s
+	tail := ""
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s, tail = s[:i], s[i:i+1]+"..."
+	}
+	start := 0 // the authority: after "//", or from the start (host:port)
+	if i := strings.Index(s, "//"); i >= 0 {
+		start = i + 2
+	}
+	end := len(s)
+	if j := strings.Index(s[start:], "/"); j >= 0 {
+		end = start + j
+	}
+	if at := strings.LastIndex(s[start:end], "@"); at >= 0 {
+		s = s[:start] + "xxxxx@" + s[start+at+1:]
+	}
+	return s + tail
 }
 
 // ValidateProxy accepts "" or host:port, with a DNS name or IPv4 address
