@@ -108,26 +108,25 @@ func execEnvProblems(fset *token.FileSet, f *ast.File, mayReadEnviron bool) []st
 		if !ok || fn.Body == nil {
 			continue
 		}
-		var execs []ast.Node
-		envs := 0
+		// Each command made must be held in a variable whose Env is set:
+		// cmd := exec.Command(...); cmd.Env = ... (or exec.Cmd{Env: ...}).
+		isExec := func(e ast.Expr) bool {
+			c, ok := e.(*ast.CallExpr)
+			return ok && (isSel(c.Fun, execName, "Command") || isSel(c.Fun, execName, "CommandContext"))
+		}
+		held := map[ast.Node]bool{}    // exec calls assigned to a variable
+		unset := map[string]ast.Node{} // variable -> its exec call, until its Env is set
+		var order []string
 		ast.Inspect(fn.Body, func(n ast.Node) bool {
 			switch n := n.(type) {
-			case *ast.CallExpr:
-				if isSel(n.Fun, execName, "Command") || isSel(n.Fun, execName, "CommandContext") {
-					execs = append(execs, n)
-				}
-			case *ast.CompositeLit:
-				if isSel(n.Type, execName, "Cmd") {
-					execs = append(execs, n)
-					for _, el := range n.Elts {
-						if kv, ok := el.(*ast.KeyValueExpr); ok {
-							if k, ok := kv.Key.(*ast.Ident); ok && k.Name == "Env" {
-								envs++
-							}
-						}
+			case *ast.AssignStmt:
+				for i, rhs := range n.Rhs {
+					if id, ok := n.Lhs[i].(*ast.Ident); ok && isExec(rhs) && i < len(n.Lhs) {
+						held[rhs] = true
+						unset[id.Name] = rhs
+						order = append(order, id.Name)
 					}
 				}
-			case *ast.AssignStmt:
 				for i, lhs := range n.Lhs {
 					s, ok := lhs.(*ast.SelectorExpr)
 					if !ok || s.Sel.Name != "Env" || i >= len(n.Rhs) {
@@ -137,13 +136,36 @@ func execEnvProblems(fset *token.FileSet, f *ast.File, mayReadEnviron bool) []st
 						at(n, "Env = nil passes the whole environment: use config.ChildEnv")
 						continue
 					}
-					envs++
+					if id, ok := s.X.(*ast.Ident); ok {
+						delete(unset, id.Name)
+					}
+				}
+			case *ast.CallExpr:
+				if isExec(n) && !held[n] {
+					at(n, fn.Name.Name+" starts a child it never sets the Env of: hold it in a variable and set cmd.Env = config.ChildEnv(getenv, ...)")
+				}
+			case *ast.CompositeLit:
+				if isSel(n.Type, execName, "Cmd") {
+					hasEnv := false
+					for _, el := range n.Elts {
+						if kv, ok := el.(*ast.KeyValueExpr); ok {
+							if k, ok := kv.Key.(*ast.Ident); ok && k.Name == "Env" {
+								hasEnv = true
+							}
+						}
+					}
+					if !hasEnv {
+						at(n, fn.Name.Name+" makes an exec.Cmd without Env: set Env: config.ChildEnv(getenv, ...)")
+					}
 				}
 			}
 			return true
 		})
-		if len(execs) > envs {
-			at(execs[0], fn.Name.Name+" starts a child without setting its Env: set cmd.Env = config.ChildEnv(getenv, ...)")
+		for _, name := range order {
+			if call, ok := unset[name]; ok {
+				at(call, fn.Name.Name+" starts a child without setting its Env: set "+name+".Env = config.ChildEnv(getenv, ...)")
+				delete(unset, name)
+			}
 		}
 	}
 	if !mayReadEnviron && mentionsEnviron(f) {
@@ -215,6 +237,7 @@ func nilEnv() { c := x.Command("a"); c.Env = nil; _ = c.Run() }
 func two() { c := x.Command("a"); c.Env = env(); d := x.Command("b"); _, _ = c, d }
 func lit() { _ = &x.Cmd{Path: "a"} }
 func lambda() { f := func() { _ = x.Command("a").Run() }; f() }
+func other() { var r struct{ Env []string }; c := x.Command("a"); r.Env = env(); _ = c.Run() }
 
 func good() { c := x.Command("a"); c.Env = env(); _ = c.Run() }
 func goodLit() { _ = &x.Cmd{Path: "a", Env: env()} }
@@ -230,7 +253,7 @@ func env() []string { return nil }
 		_, msg, _ := strings.Cut(p, ": ")
 		funcs = append(funcs, strings.Fields(msg)[0])
 	}
-	want := []string{"bare", "ctx", "Env", "nilEnv", "two", "lit", "lambda", "os.Environ"}
+	want := []string{"bare", "ctx", "Env", "nilEnv", "two", "lit", "lambda", "other", "os.Environ"}
 	if !slices.Equal(funcs, want) {
 		t.Errorf("problems in %q, want %q", funcs, want)
 	}
