@@ -33,7 +33,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -473,7 +472,7 @@ func FetchScript(ctx context.Context, client *http.Client, rawURL string, log *s
 	if client == nil {
 		client = &http.Client{Timeout: 2 * time.Minute}
 	}
-	where := redactedURL(rawURL)
+	where := config.RedactedURL(rawURL)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
 		return nil, errs.Wrap(errs.KindUsage, err, "--script-url %s", where)
@@ -506,16 +505,6 @@ func FetchScript(ctx context.Context, client *http.Client, rawURL string, log *s
 		log.Info("script fetched", "from", where, "bytes", len(data))
 	}
 	return data, nil
-}
-
-// redactedURL keeps only the scheme and host of a URL: its path or query
-// may carry a token.
-func redactedURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Scheme + "://" + u.Host + "/..."
 }
 
 // ChecksFor returns the verification of a run: the built-in recipe's checks

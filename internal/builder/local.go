@@ -94,7 +94,7 @@ func (l *Local) accelProbe(log *slog.Logger) *qemu.AccelProbe {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.probe == nil {
-		l.probe = &qemu.AccelProbe{QEMU: l.QEMU, Log: log}
+		l.probe = &qemu.AccelProbe{QEMU: l.QEMU, Getenv: l.openstack().getenv(), Log: log}
 	}
 	return l.probe
 }
@@ -272,7 +272,7 @@ func (b *localBuild) startVM(ctx context.Context) error {
 		DiskSize: int64(orDefault(int(l.DiskSize), localDefaultDiskSize)),
 		UserData: b.job.UserData, AuthorizedKeys: []string{b.key.AuthorizedKey},
 		Isolated: b.spec.Isolated, Accel: accel, TempDir: filepath.Dir(b.output),
-		QEMU: l.QEMU, QEMUImg: l.QEMUImg, Log: b.log,
+		QEMU: l.QEMU, QEMUImg: l.QEMUImg, Getenv: l.openstack().getenv(), Log: b.log,
 	})
 	if err != nil {
 		return err

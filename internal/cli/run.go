@@ -56,7 +56,7 @@ With --runner-version and --runner-sha256 both given nothing is fetched, so
 	fl.StringVar(&in.RunnerVersion, "runner-version", "", "runner version X.Y.Z, e.g. 2.330.0; empty or latest for the newest release")
 	fl.StringVar(&in.RunnerSHA256, "runner-sha256", "", "pin the runner tarball's SHA-256 (64 hex digits) instead of reading it from the release")
 	fl.StringVar(&in.RunnerRepo, "runner-repo", config.DefaultRunnerRepo, "GitHub owner/name whose releases hold the runner tarballs")
-	fl.StringVar(&in.RunnerAPIURL, "runner-api-url", config.DefaultRunnerAPIURL, "GitHub REST API for the release look-up (http or https)")
+	fl.StringVar(&in.RunnerAPIURL, "runner-api-url", config.DefaultRunnerAPIURL, "GitHub REST API for the release look-up (https; http only on loopback)")
 	fl.StringVar(&in.Flavor, "flavor", "", "flavor name or ID of the builder; empty picks the smallest with 2 vCPU, 1 GiB RAM, 20 GiB disk")
 	fl.StringVar(&in.Network, "network", "", "network name or ID of the builder; empty picks one that has a subnet")
 	fl.StringVar(&in.Prefix, "prefix", "", "prefix of the builder's resource names, for parallel builds in one project")
@@ -216,11 +216,15 @@ func (inv *invocation) plan(spec config.RunSpec, runner release.Release, userDat
 	if err != nil {
 		return Plan{}, err
 	}
+	scriptURL := ""
+	if spec.ScriptURL != "" {
+		scriptURL = config.RedactedURL(spec.ScriptURL) // as the logs show it: the path or query may carry a token
+	}
 	p := Plan{
 		Builder: spec.Builder, Cloud: spec.Cloud, Arch: spec.Arch, Base: spec.Base,
 		StateDir: stateDir, Output: spec.Output, Flavor: spec.Flavor, Network: spec.Network,
 		Runner: RunnerPlan{Repo: runner.Repo, Version: runner.Version, Arch: string(runner.Arch), URL: runner.URL, SHA256: runner.SHA256},
-		Proxy:  spec.Proxy, ScriptURL: spec.ScriptURL, SecretNames: spec.SecretNames(),
+		Proxy:  spec.Proxy, ScriptURL: scriptURL, SecretNames: spec.SecretNames(),
 		KeepRevisions: spec.KeepRevisions, Visibility: spec.Visibility,
 		Timeouts: map[string]string{
 			"boot": shortDuration(spec.Timeouts.Boot), "ssh": shortDuration(spec.Timeouts.SSH),

@@ -136,7 +136,7 @@ interval only the schedule changes.`,
 			if err != nil {
 				return err
 			}
-			o := service.SetupOptions{Root: root, SkipInit: skipInit, Binary: binary, Commands: install.ExecCommander{}}
+			o := service.SetupOptions{Root: root, SkipInit: skipInit, Binary: binary, Commands: install.ExecCommander{Getenv: inv.getenv}}
 			switch strings.ToLower(mode) {
 			case "auto", "":
 				o.Mode = hostMode()

@@ -69,6 +69,8 @@ func settingCases(scriptURL string) []settingCase {
 		bad("script url no scheme", "script_url", []string{"--script-url", "example.com/s.sh"}, "script: {url: example.com/s.sh}\n", "--script-url", "script.url", 5, `"example.com/s.sh": use an http:// or https:// URL`),
 		bad("script url credentials", "script_url", []string{"--script-url", "https://u:pw@example.com/s.sh"}, "script:\n  url: https://u:pw@example.com/s.sh\n", "--script-url", "script.url", 6, "remove the credentials"),
 		good("api url", []string{"--runner-api-url", "https://ghe.example.com/api/v3"}, "runner: {api_url: https://ghe.example.com/api/v3}\n"),
+		good("api url http on loopback", []string{"--runner-api-url", "http://127.0.0.1:9"}, "runner: {api_url: \"http://127.0.0.1:9\"}\n"),
+		bad("api url http", "runner_api_url", []string{"--runner-api-url", "http://ghe.example.com/api/v3"}, "runner: {api_url: http://ghe.example.com/api/v3}\n", "--runner-api-url", "runner.api_url", 5, `"http://ghe.example.com/api/v3": use https:// (the GitHub token is sent to it)`),
 		bad("api url ftp", "runner_api_url", []string{"--runner-api-url", "ftp://api.github.com"}, "runner: {api_url: ftp://api.github.com}\n", "--runner-api-url", "runner.api_url", 5, `"ftp://api.github.com": use an http:// or https:// URL`),
 
 		good("proxy", []string{"--proxy", "squid.internal:3128"}, "proxy: squid.internal:3128\n"),

@@ -272,7 +272,7 @@ func (s RunSpec) Validate() error {
 	if err := ValidateRepo(s.RunnerRepo); err != nil {
 		return err
 	}
-	if err := ValidateHTTPURL("runner_api_url", s.RunnerAPIURL, false); err != nil {
+	if err := ValidateRunnerAPIURL(s.RunnerAPIURL); err != nil {
 		return err
 	}
 	if err := ValidateProxy(s.Proxy); err != nil {
@@ -536,14 +536,66 @@ func ValidateHTTPURL(id, s string, allowEmpty bool) error {
 	return nil
 }
 
-func redactURL(s string) string {
-	if u, err := url.Parse(s); err == nil {
-		return u.Redacted()
+// ValidateRunnerAPIURL accepts the GitHub REST API the runner release is
+// looked up at: an http(s) URL as ValidateHTTPURL wants, and https unless
+// the host is on loopback, since the GitHub token is sent to it (and the
+// answer names the tarball and its digest).
+func ValidateRunnerAPIURL(s string) error {
+	if err := ValidateHTTPURL("runner_api_url", s, false); err != nil {
+		return err
 	}
+	if u, _ := url.Parse(s); u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
+		return settingErr("runner_api_url", fmt.Sprintf("%q", redactURL(s)),
+			"use https:// (the GitHub token is sent to it); http:// is only for loopback (127.0.0.0/8, ::1, localhost)")
+	}
+	return nil
+}
+
+// IsLoopbackHost reports whether host (a URL's Hostname: no port, no
+// brackets) is localhost or a loopback IP address.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// RedactedURL is how a URL whose path or query may carry a token (the
+// script URL) is shown in logs and plans: its scheme and host only,
+// "https://example.com/...".
+func RedactedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Scheme + "://" + u.Host + "/..."
+}
+
+// redactURL is a refused URL (or host:port) as its error shows it: without
+// its userinfo, whose user is as often a token as its password
+// (https://TOKEN@host), and without its query or fragment. It works on the
+// text, so that a value no parser accepts loses them too.
+func redactURL(s string) string {
 	if strings.ContainsFunc(s, isControl) {
 		return "<unprintable>"
 	}
-	return s
+	tail := ""
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s, tail = s[:i], s[i:i+1]+"..."
+	}
+	start := 0 // the authority: after "//", or from the start (host:port)
+	if i := strings.Index(s, "//"); i >= 0 {
+		start = i + 2
+	}
+	end := len(s)
+	if j := strings.Index(s[start:], "/"); j >= 0 {
+		end = start + j
+	}
+	if at := strings.LastIndex(s[start:end], "@"); at >= 0 {
+		s = s[:start] + "xxxxx@" + s[start+at+1:]
+	}
+	return s + tail
 }
 
 // ValidateProxy accepts "" or host:port, with a DNS name or IPv4 address

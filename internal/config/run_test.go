@@ -50,6 +50,11 @@ func TestNewRunSpecRefuses(t *testing.T) {
 		{"repo no slash", func(in *RunInput) { in.RunnerRepo = "runner" }, "--runner-repo"},
 		{"repo dotdot", func(in *RunInput) { in.RunnerRepo = "a/.." }, "--runner-repo"},
 		{"api url scheme", func(in *RunInput) { in.RunnerAPIURL = "ftp://api.github.com" }, "--runner-api-url"},
+		{"api url http", func(in *RunInput) { in.RunnerAPIURL = "http://api.github.com" }, `--runner-api-url "http://api.github.com": use https://`},
+		{"api url http upper case", func(in *RunInput) { in.RunnerAPIURL = "HTTP://ghe.example.com/api/v3" }, "use https://"},
+		{"api url http private address", func(in *RunInput) { in.RunnerAPIURL = "http://10.0.0.1:8080" }, "use https://"},
+		{"api url http loopback look-alike", func(in *RunInput) { in.RunnerAPIURL = "http://127.0.0.1.example.com/" }, "use https://"},
+		{"api url http localhost subdomain", func(in *RunInput) { in.RunnerAPIURL = "http://localhost.example.com/" }, "use https://"},
 		{"proxy scheme", func(in *RunInput) { in.Proxy = "http://squid:3128" }, "drop the http:// scheme"},
 		{"proxy no port", func(in *RunInput) { in.Proxy = "squid" }, "--proxy"},
 		{"proxy port 0", func(in *RunInput) { in.Proxy = "squid:0" }, "--proxy"},
@@ -148,6 +153,11 @@ func TestNewRunSpecAccepts(t *testing.T) {
 		{"empty prefix", func(in *RunInput) { in.Prefix = "" }, func(*testing.T, RunSpec) {}},
 		{"proxy ip", func(in *RunInput) { in.Proxy = "10.0.0.1:3128" }, func(*testing.T, RunSpec) {}},
 		{"script http", func(in *RunInput) { in.ScriptURL = "http://127.0.0.1:8080/s.sh" }, func(*testing.T, RunSpec) {}},
+		{"api url https", func(in *RunInput) { in.RunnerAPIURL = "https://ghe.example.com/api/v3" }, func(*testing.T, RunSpec) {}},
+		{"api url http on 127.0.0.1", func(in *RunInput) { in.RunnerAPIURL = "http://127.0.0.1:8080" }, func(*testing.T, RunSpec) {}},
+		{"api url http on 127.1.2.3", func(in *RunInput) { in.RunnerAPIURL = "http://127.1.2.3/api" }, func(*testing.T, RunSpec) {}},
+		{"api url http on ::1", func(in *RunInput) { in.RunnerAPIURL = "http://[::1]:8080/" }, func(*testing.T, RunSpec) {}},
+		{"api url http on localhost", func(in *RunInput) { in.RunnerAPIURL = "http://LocalHost:8080/" }, func(*testing.T, RunSpec) {}},
 		{"visibility any case", func(in *RunInput) { in.Visibility = "Community" }, func(t *testing.T, s RunSpec) {
 			if s.Visibility != VisibilityCommunity {
 				t.Errorf("Visibility = %q", s.Visibility)

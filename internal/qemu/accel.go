@@ -59,6 +59,9 @@ type AccelProbe struct {
 	KVMDevice string        // "" is /dev/kvm
 	Timeout   time.Duration // bound of the probe guest's run; 0 is 10 s
 	Log       *slog.Logger  // nil discards
+	// Getenv is the environment the probe qemu's minimal one is taken
+	// from (config.ChildEnv); nil is os.Getenv.
+	Getenv func(string) string
 
 	// Hooks for tests; nil means the real thing.
 	openKVM  func(path string) error
@@ -145,15 +148,20 @@ func realProbe(ctx context.Context, p *AccelProbe) error {
 	if m.binary == "qemu-system-x86_64" {
 		sector = bootSector(probeMarker+"\r\n", true)
 	}
-	return runProbeGuest(ctx, bin, m, AccelKVM, m.kvmCPU, timeout, sector)
+	getenv := p.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	return runProbeGuest(ctx, config.ChildEnv(getenv), bin, m, AccelKVM, m.kvmCPU, timeout, sector)
 }
 
 // runProbeGuest boots a probe guest of machine m with accel and cpu and
 // waits up to timeout for probeMarker on its serial console. With sector
 // (x86) the guest boots that boot sector (and may leave qemu through
 // isa-debug-exit); without, it runs the machine's firmware and any console
-// output counts. qemu is killed and its files removed before it returns.
-func runProbeGuest(ctx context.Context, bin string, m machine, accel Accel, cpu string, timeout time.Duration, sector []byte) error {
+// output counts. qemu's whole environment is env. It is killed and its
+// files removed before it returns.
+func runProbeGuest(ctx context.Context, env []string, bin string, m machine, accel Accel, cpu string, timeout time.Duration, sector []byte) error {
 	dir, err := os.MkdirTemp("", "grib-accel-probe-*")
 	if err != nil {
 		return err
@@ -178,6 +186,7 @@ func runProbeGuest(ctx context.Context, bin string, m machine, accel Accel, cpu 
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(pctx, bin, args...)
+	cmd.Env = env
 	var stderr bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, nil, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -118,19 +119,19 @@ func TestProbeGuestUnderTCG(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := runProbeGuest(ctx, m.binary, m, AccelTCG, m.tcgCPU, 30*time.Second, bootSector(probeMarker+"\r\n", true)); err != nil {
+	if err := runProbeGuest(ctx, config.ChildEnv(os.Getenv), m.binary, m, AccelTCG, m.tcgCPU, 30*time.Second, bootSector(probeMarker+"\r\n", true)); err != nil {
 		t.Fatalf("the probe guest did not run under TCG: %v", err)
 	}
 	// Marker printed, but the guest halts instead of exiting: still a success.
-	if err := runProbeGuest(ctx, m.binary, m, AccelTCG, m.tcgCPU, 30*time.Second, bootSector(probeMarker+"\r\n", false)); err != nil {
+	if err := runProbeGuest(ctx, config.ChildEnv(os.Getenv), m.binary, m, AccelTCG, m.tcgCPU, 30*time.Second, bootSector(probeMarker+"\r\n", false)); err != nil {
 		t.Fatalf("a halting probe guest that printed the marker: %v", err)
 	}
-	err = runProbeGuest(ctx, m.binary, m, AccelTCG, m.tcgCPU, 2*time.Second, bootSector("something else\r\n", false))
+	err = runProbeGuest(ctx, config.ChildEnv(os.Getenv), m.binary, m, AccelTCG, m.tcgCPU, 2*time.Second, bootSector("something else\r\n", false))
 	if err == nil || !strings.Contains(err.Error(), "no output from the guest within 2s") {
 		t.Fatalf("a guest without the marker: %v, want a deadline error", err)
 	}
 	// qemu that cannot start at all (unknown accelerator) fails with its message.
-	err = runProbeGuest(ctx, m.binary, m, Accel("nosuchaccel"), m.tcgCPU, 10*time.Second, bootSector(probeMarker, true))
+	err = runProbeGuest(ctx, config.ChildEnv(os.Getenv), m.binary, m, Accel("nosuchaccel"), m.tcgCPU, 10*time.Second, bootSector(probeMarker, true))
 	if err == nil || !strings.Contains(err.Error(), "nosuchaccel") {
 		t.Fatalf("qemu with a bad accelerator: %v, want its error", err)
 	}

@@ -30,8 +30,8 @@ type imageInfo struct {
 // inspectImage runs qemu-img info on path. The format is probed, so only
 // formats a base image may have are accepted (qcow2, raw), and an image
 // with a backing file is refused: it would make qemu read another host file.
-func inspectImage(ctx context.Context, qemuImg, path string) (imageInfo, error) {
-	out, err := runTool(ctx, qemuImg, "info", "--output=json", "--", path)
+func inspectImage(ctx context.Context, env []string, qemuImg, path string) (imageInfo, error) {
+	out, err := runTool(ctx, env, qemuImg, "info", "--output=json", "--", path)
 	if err != nil {
 		return imageInfo{}, errs.Wrap(errs.KindUsage, err, "base image %s is not a readable disk image", path)
 	}
@@ -65,10 +65,11 @@ func exportArgs(src, dst string) []string {
 // convertProgress reports qemu-img -p's percentages, e.g. "    (42.17/100%)".
 var progressRE = regexp.MustCompile(`\((\d+(?:\.\d+)?)/100%\)`)
 
-// convert runs qemu-img with args, calling progress (if not nil) with each
-// percentage it prints.
-func convert(ctx context.Context, qemuImg string, args []string, progress func(pct float64)) error {
+// convert runs qemu-img with args and the whole environment env, calling
+// progress (if not nil) with each percentage it prints.
+func convert(ctx context.Context, env []string, qemuImg string, args []string, progress func(pct float64)) error {
 	cmd := exec.CommandContext(ctx, qemuImg, args...)
+	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 10 * time.Second
 	stdout, err := cmd.StdoutPipe()
@@ -110,9 +111,11 @@ func splitCR(data []byte, atEOF bool) (int, []byte, error) {
 	return 0, nil, nil
 }
 
-// runTool runs a short host command and returns its stdout.
-func runTool(ctx context.Context, bin string, args ...string) ([]byte, error) {
+// runTool runs a short host command with the whole environment env and
+// returns its stdout.
+func runTool(ctx context.Context, env []string, bin string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -78,8 +78,9 @@ func (t isoTool) seedArgs(out string, names []string) []string {
 }
 
 // writeSeed writes files into a private directory under dir and packs them
-// into the ISO out; the directory is removed again.
-func writeSeed(ctx context.Context, tool isoTool, dir, out string, files map[string][]byte) error {
+// into the ISO out (the tool's whole environment is env); the directory is
+// removed again.
+func writeSeed(ctx context.Context, env []string, tool isoTool, dir, out string, files map[string][]byte) error {
 	src, err := os.MkdirTemp(dir, "seed-*")
 	if err != nil {
 		return fmt.Errorf("NoCloud seed: %w", err)
@@ -98,6 +99,7 @@ func writeSeed(ctx context.Context, tool isoTool, dir, out string, files map[str
 	slices.Sort(names)
 	cmd := exec.CommandContext(ctx, tool.path, tool.seedArgs(out, names)...)
 	cmd.Dir = src
+	cmd.Env = env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 )
 
 func TestSeedFiles(t *testing.T) {
@@ -102,7 +104,7 @@ func TestWriteSeedISO(t *testing.T) {
 	out := filepath.Join(dir, "seed.iso")
 	userData := "#cloud-config\nruncmd:\n  - [sh, -c, 'echo hi > /var/lib/marker']\n"
 	files := seedFiles([]byte(userData), nil, "grib-feedface", "h", []string{"ssh-ed25519 AAAA test"})
-	if err := writeSeed(context.Background(), tool, dir, out, files); err != nil {
+	if err := writeSeed(context.Background(), config.ChildEnv(os.Getenv), tool, dir, out, files); err != nil {
 		t.Fatal(err)
 	}
 	pvd, err := exec.Command("isoinfo", "-d", "-i", out).Output()

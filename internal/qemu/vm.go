@@ -73,7 +73,11 @@ type Spec struct {
 	TempDir string
 	// QEMU and QEMUImg are the programs; "" finds them on PATH.
 	QEMU, QEMUImg string
-	Log           *slog.Logger
+	// Getenv is the environment the programs' minimal one is taken from
+	// (config.ChildEnv: PATH, HOME, locale, TMPDIR, TZ; no secret); nil
+	// is os.Getenv.
+	Getenv func(string) string
+	Log    *slog.Logger
 }
 
 // VM is a running (or exited) qemu guest. Close it when done.
@@ -83,6 +87,7 @@ type VM struct {
 	console string
 	qemuLog string
 	qemuImg string
+	env     []string // every child's whole environment (config.ChildEnv)
 	port    int
 	accel   Accel
 	log     *slog.Logger
@@ -122,10 +127,15 @@ func Start(ctx context.Context, spec Spec) (_ *VM, err error) {
 	if err != nil {
 		return nil, errs.Wrap(errs.KindUsage, err, "")
 	}
+	getenv := spec.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	env := config.ChildEnv(getenv)
 	accel := spec.Accel
 	if accel == "" {
 		var reason string
-		accel, reason = (&AccelProbe{QEMU: qemuBin, Log: log}).Accel(ctx)
+		accel, reason = (&AccelProbe{QEMU: qemuBin, Getenv: getenv, Log: log}).Accel(ctx)
 		log.Debug("qemu accelerator", "accel", string(accel), "reason", reason)
 	}
 
@@ -134,7 +144,7 @@ func Start(ctx context.Context, spec Spec) (_ *VM, err error) {
 		return nil, fmt.Errorf("VM work directory: %w", err)
 	}
 	vm := &VM{dir: dir, overlay: filepath.Join(dir, "disk.qcow2"), console: spec.ConsoleLog,
-		qemuLog: filepath.Join(dir, "qemu.log"), qemuImg: qemuImg, accel: accel, log: log}
+		qemuLog: filepath.Join(dir, "qemu.log"), qemuImg: qemuImg, env: env, accel: accel, log: log}
 	if vm.console == "" {
 		vm.console = filepath.Join(dir, "console.log")
 	}
@@ -148,11 +158,11 @@ func Start(ctx context.Context, spec Spec) (_ *VM, err error) {
 	if err != nil {
 		return nil, err
 	}
-	info, err := inspectImage(ctx, qemuImg, base)
+	info, err := inspectImage(ctx, env, qemuImg, base)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := runTool(ctx, qemuImg, overlayArgs(base, info.Format, vm.overlay, max(info.VirtualSize, spec.DiskSize))...); err != nil {
+	if _, err := runTool(ctx, env, qemuImg, overlayArgs(base, info.Format, vm.overlay, max(info.VirtualSize, spec.DiskSize))...); err != nil {
 		return nil, fmt.Errorf("creating the VM's overlay: %w", err)
 	}
 	hostname := spec.Hostname
@@ -160,7 +170,7 @@ func Start(ctx context.Context, spec Spec) (_ *VM, err error) {
 		hostname = defaultHostname
 	}
 	seed := filepath.Join(dir, "seed.iso")
-	if err := writeSeed(ctx, iso, dir, seed, seedFiles(spec.UserData, spec.MetaData, newInstanceID(), hostname, spec.AuthorizedKeys)); err != nil {
+	if err := writeSeed(ctx, env, iso, dir, seed, seedFiles(spec.UserData, spec.MetaData, newInstanceID(), hostname, spec.AuthorizedKeys)); err != nil {
 		return nil, err
 	}
 	l := launch{
@@ -213,6 +223,7 @@ func (vm *VM) boot(ctx context.Context, qemuBin string, l launch) error {
 	defer logf.Close()
 	_ = os.Remove(l.qmp)
 	cmd := exec.Command(qemuBin, l.argv()...)
+	cmd.Env = vm.env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, logf, logf
 	// Its own process group, so Close can kill everything qemu started;
 	// and killed with us if this process dies without cleaning up.
@@ -346,7 +357,7 @@ func (vm *VM) Export(ctx context.Context, path string, progress func(pct float64
 			_ = os.Remove(tmpName)
 		}
 	}()
-	if err := convert(ctx, vm.qemuImg, exportArgs(vm.overlay, tmpName), progress); err != nil {
+	if err := convert(ctx, vm.env, vm.qemuImg, exportArgs(vm.overlay, tmpName), progress); err != nil {
 		if ctx.Err() != nil {
 			return errs.Wrap(errs.KindInterrupted, err, "exporting the image interrupted")
 		}

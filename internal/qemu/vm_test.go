@@ -357,3 +357,62 @@ wait`)
 	}
 	assertEmptyDir(t, spec.TempDir)
 }
+
+// No child of the package (qemu-img, the ISO tool, qemu, the KVM probe's
+// qemu) sees this process's secrets: each gets config.ChildEnv only.
+func TestChildrenSeeNoSecret(t *testing.T) {
+	requireX86Qemu(t)
+	requireTools(t, "genisoimage")
+	base, _ := bootDiskImage(t)
+	realImg, _ := exec.LookPath("qemu-img")
+	realISO, _ := exec.LookPath("genisoimage")
+	secrets := map[string]string{"IMAGE_BUILDER_SECRET_X": "leak-script-secret", "GITHUB_TOKEN": "leak-token",
+		"OS_PASSWORD": "leak-password", "OS_APPLICATION_CREDENTIAL_SECRET": "leak-app-secret"}
+	for k, v := range secrets {
+		t.Setenv(k, v)
+	}
+	out, bin := t.TempDir(), t.TempDir()
+	wrap := func(name, body string) string {
+		p := filepath.Join(bin, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\nenv > '"+out+"/"+name+".'$$\n"+body+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	wrap("genisoimage", `exec '`+realISO+`' "$@"`)
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH")) // where Start finds the ISO tool
+	spec := testSpec(t, base)
+	spec.QEMUImg = wrap("qemu-img", `exec '`+realImg+`' "$@"`)
+	spec.QEMU = wrap("qemu", `echo "qemu-system-x86_64: stop here" >&2; exit 1`)
+	if _, err := Start(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "stop here") {
+		t.Fatalf("Start = %v, want the fake qemu's failure", err)
+	}
+	probe := &AccelProbe{QEMU: wrap("probe-qemu", "exit 1"), openKVM: func(string) error { return nil }}
+	if a, _ := probe.Accel(context.Background()); a != AccelTCG {
+		t.Errorf("probe with a failing qemu chose %s", a)
+	}
+
+	seen := map[string]bool{}
+	files, _ := filepath.Glob(filepath.Join(out, "*"))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name, _, _ := strings.Cut(filepath.Base(f), ".")
+		seen[name] = true
+		for k, v := range secrets {
+			if strings.Contains(string(data), v) {
+				t.Errorf("%s saw %s", name, k)
+			}
+		}
+		if !strings.Contains(string(data), "PATH=") {
+			t.Errorf("%s has no PATH:\n%s", name, data)
+		}
+	}
+	for _, name := range []string{"qemu-img", "genisoimage", "qemu", "probe-qemu"} {
+		if !seen[name] {
+			t.Errorf("%s never ran (ran: %v)", name, seen)
+		}
+	}
+}

@@ -540,7 +540,7 @@ func (s *Service) callbacks(ctx context.Context, store stateStore, results []Cel
 			ids = append(ids, im.ID)
 		}
 	}
-	env := s.Config.callbackEnv(s.Environ)
+	env := s.Config.callbackEnv(s.getenv)
 	var errsOut []error
 	if len(images) > 0 {
 		start := time.Now()

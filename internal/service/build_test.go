@@ -30,7 +30,8 @@ func callbackConfig(t *testing.T, dir string, extra string) *Config {
 func TestBuildTwoCellsHandsImagesOnce(t *testing.T) {
 	dir := t.TempDir()
 	s, b, _, _ := testService(t, callbackConfig(t, dir, ""))
-	s.Environ = append(s.Environ, "IMAGE_BUILDER_SECRET_X=leak1", "GITHUB_TOKEN=leak2", "KEEP=me")
+	s.Environ = append(s.Environ, "IMAGE_BUILDER_SECRET_X=leak1", "GITHUB_TOKEN=leak2", "OS_PASSWORD=leak3", "OS_TOKEN=leak4",
+		"OS_APPLICATION_CREDENTIAL_SECRET=leak5", "OS_CLOUD=other", "KEEP=not-for-callbacks", "LANG=C.UTF-8", "https_proxy=http://127.0.0.1:3128")
 	s.Metrics = NewMetrics(false, s.Now)
 
 	rep, err := s.Build(t.Context(), BuildOptions{})
@@ -60,8 +61,16 @@ func TestBuildTwoCellsHandsImagesOnce(t *testing.T) {
 		t.Errorf("callback stdin %+v", in)
 	}
 	env := readCall(t, dir, 0, "env")
-	if strings.Contains(env, "leak") || !strings.Contains(env, "KEEP=me") {
-		t.Errorf("callback environment must lose the secrets and keep the rest:\n%s", env)
+	for _, v := range strings.Split(strings.TrimSpace(env), "\n") {
+		k, _, _ := strings.Cut(v, "=")
+		if strings.Contains(v, "leak") || k == "KEEP" || strings.HasPrefix(k, "OS_") {
+			t.Errorf("the callback saw %s: it gets only the documented variables", v)
+		}
+	}
+	for _, want := range []string{"PATH=", "LANG=C.UTF-8", "https_proxy=http://127.0.0.1:3128"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("the callback lacks %s:\n%s", want, env)
+		}
 	}
 
 	// The latest file carries the charm's relation shape.
@@ -126,7 +135,7 @@ func TestBuildCallbackFailureKeepsHandedImages(t *testing.T) {
 			first = append(first, im.ID)
 		}
 	}
-	s.Environ = append(s.Environ, "CB_EXIT=3")
+	setCallbackExit(t, dir, 3)
 	_, err = s.Build(t.Context(), BuildOptions{})
 	if errs.ExitCode(err) != 11 || !strings.Contains(err.Error(), "success callback "+filepath.Join(dir, "callback.sh")+" exit status 3") {
 		t.Fatalf("error %v (exit %d), want the callback's, exit 11", err, errs.ExitCode(err))
@@ -135,7 +144,7 @@ func TestBuildCallbackFailureKeepsHandedImages(t *testing.T) {
 		t.Errorf("callback calls %d", countCalls(t, dir))
 	}
 	// Third build: the protected images are still the first build's.
-	s.Environ = s.Environ[:len(s.Environ)-1]
+	setCallbackExit(t, dir, 0)
 	if _, err := s.Build(t.Context(), BuildOptions{}); err != nil {
 		t.Fatal(err)
 	}

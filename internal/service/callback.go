@@ -96,10 +96,12 @@ func runCallback(ctx context.Context, log *slog.Logger, argv, args []string, inp
 	return errs.New(errs.KindCallback, "%s", msg)
 }
 
-// callbackEnv is environ without the secrets a callback must not see: the
-// script secrets' variables, GITHUB_TOKEN and any variable the configuration
-// reads a secret from.
-func (c *Config) callbackEnv(environ []string) []string {
+// callbackEnv is the callback's whole environment: config.ChildEnv (PATH,
+// HOME, USER, LOGNAME, TMPDIR, TZ, LANG, LC_*) and the proxy variables,
+// taken from getenv. No credential reaches it: not the script secrets,
+// GITHUB_TOKEN, OS_* nor any variable the configuration reads a secret
+// from, even one of those names.
+func (c *Config) callbackEnv(getenv func(string) string) []string {
 	drop := map[string]bool{config.TokenEnv: true}
 	if c.RunnerToken != nil && c.RunnerToken.Env != "" {
 		drop[c.RunnerToken.Env] = true
@@ -109,13 +111,12 @@ func (c *Config) callbackEnv(environ []string) []string {
 			drop[r.Env] = true
 		}
 	}
-	var out []string
-	for _, kv := range environ {
+	out := []string{} // never nil: a nil Env is this process's whole environment
+	for _, kv := range config.ChildEnv(getenv, config.ProxyEnv()...) {
 		k, _, _ := strings.Cut(kv, "=")
-		if drop[k] || strings.HasPrefix(k, config.SecretEnvPrefix) {
-			continue
+		if !drop[k] {
+			out = append(out, kv)
 		}
-		out = append(out, kv)
 	}
 	return out
 }

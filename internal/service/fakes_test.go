@@ -231,7 +231,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // callbackScript writes a callback that records its arguments, stdin and
-// environment in dir (call.N.args/.stdin/.env) and exits with $CB_EXIT.
+// environment in dir (call.N.args/.stdin/.env) and exits with the number in dir/exit (0 without).
 func callbackScript(t *testing.T, dir string) string {
 	t.Helper()
 	p := filepath.Join(dir, "callback.sh")
@@ -240,7 +240,7 @@ n=$(ls "` + dir + `" | grep -c '^call\..*\.args$')
 printf '%s\n' "$@" > "` + dir + `/call.$n.args"
 cat > "` + dir + `/call.$n.stdin"
 env > "` + dir + `/call.$n.env"
-exit "${CB_EXIT:-0}"
+exit "$(cat "` + dir + `/exit" 2>/dev/null || echo 0)"
 `
 	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
@@ -255,6 +255,14 @@ func readCall(t *testing.T, dir string, n int, ext string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// setCallbackExit makes callbackScript's callback in dir exit with code.
+func setCallbackExit(t *testing.T, dir string, code int) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "exit"), []byte(fmt.Sprintln(code)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func countCalls(t *testing.T, dir string) int {

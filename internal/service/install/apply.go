@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 )
 
 // Commander runs a host command (systemctl, loginctl, crontab) with stdin
@@ -18,11 +20,21 @@ type Commander interface {
 }
 
 // ExecCommander runs commands with os/exec.
-type ExecCommander struct{}
+type ExecCommander struct {
+	// Getenv is the environment the commands' minimal one is taken from
+	// (config.ChildEnv, plus what `systemctl --user` needs to reach the
+	// user's manager); nil is os.Getenv.
+	Getenv func(string) string
+}
 
 // Run implements Commander.
-func (ExecCommander) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+func (c ExecCommander) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	getenv := c.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = config.ChildEnv(getenv, "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")
 	if stdin != nil {
 		cmd.Stdin = strings.NewReader(string(stdin))
 	}

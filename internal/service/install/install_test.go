@@ -403,3 +403,32 @@ func TestCronCommandShellcheck(t *testing.T) {
 		}
 	}
 }
+
+// systemctl, loginctl and crontab get a minimal environment: what they
+// need (PATH, and XDG_RUNTIME_DIR for `systemctl --user`), no secret.
+func TestExecCommanderGivesNoSecret(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	secrets := map[string]string{"IMAGE_BUILDER_SECRET_X": "leak-script-secret", "GITHUB_TOKEN": "leak-token",
+		"OS_PASSWORD": "leak-password", "OS_TOKEN": "leak-os-token"}
+	for k, v := range secrets {
+		t.Setenv(k, v)
+	}
+	t.Setenv("XDG_RUNTIME_DIR", "/run/user/4242")
+	out, err := ExecCommander{}.Run(t.Context(), nil, sh, "-c", "env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range secrets {
+		if strings.Contains(string(out), v) {
+			t.Errorf("the command saw %s", k)
+		}
+	}
+	for _, want := range []string{"PATH=", "XDG_RUNTIME_DIR=/run/user/4242"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the command lacks %s:\n%s", want, out)
+		}
+	}
+}
