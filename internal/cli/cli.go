@@ -167,7 +167,7 @@ Exit codes: ` + exitCodeSummary(),
 	pf.StringVar(&inv.osCloud, "os-cloud", "", "clouds.yaml cloud to work in (default $OS_CLOUD); needed only by commands that touch a cloud")
 	pf.StringVar(&inv.logLevel, "log-level", "info", "log level: debug, info, warning or error (any case), or 10, 20, 30, 40")
 	pf.StringVar(&inv.logFormat, "log-format", "text", "log format on stderr and --log-file: text or json")
-	pf.StringVar(&inv.logFile, "log-file", "", "also append logs to this file (created 0600)")
+	pf.StringVar(&inv.logFile, "log-file", "", "also append logs to this file (made 0600; a symlink is refused)")
 
 	root.AddCommand(inv.initCommand(), inv.runCommand(), inv.latestCommand(), inv.sweepCommand())
 	root.AddCommand(inv.setupCommand(), inv.buildCommand(), inv.latestImagesCommand(), inv.serveCommand())

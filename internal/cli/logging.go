@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 )
@@ -26,7 +29,7 @@ func ParseLogLevel(s string) (slog.Level, error) {
 }
 
 // setupLogging builds the logger from the root flags: stderr, plus
-// --log-file opened for appending (created 0600), both at --log-level.
+// --log-file opened for appending (see openLogFile), both at --log-level.
 // stderr's level can be raised later by quietForProgress.
 func (inv *invocation) setupLogging() error {
 	level, err := ParseLogLevel(inv.logLevel)
@@ -41,9 +44,9 @@ func (inv *invocation) setupLogging() error {
 	inv.stderrLevel.Set(level)
 	h := logHandler(format, inv.app.Stderr, inv.stderrLevel)
 	if inv.logFile != "" {
-		f, err := os.OpenFile(inv.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		f, err := openLogFile(inv.logFile)
 		if err != nil {
-			return errs.Wrap(errs.KindUsage, err, "--log-file %q: cannot open it for appending", inv.logFile)
+			return err
 		}
 		inv.closeFile = f.Close
 		h = slog.NewMultiHandler(h, logHandler(format, f, level))
@@ -82,4 +85,56 @@ func (inv *invocation) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return inv.log
+}
+
+// openLogFile opens path for appending, creating it 0600. The logs may name
+// hosts, images and IDs, so the file is forced to 0600 through the opened
+// descriptor (an existing file's looser mode is not kept, and no path can
+// be swapped in between), and path itself must not be a symbolic link (the
+// link and its target are left untouched) nor anything but a regular file
+// (O_NONBLOCK: a FIFO without a reader fails instead of hanging).
+func openLogFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, errs.Usage("--log-file %q is a symbolic link: give the path of the file itself (nothing was written)", path)
+	}
+	if err != nil {
+		return nil, errs.Wrap(errs.KindUsage, err, "--log-file %q: cannot open it for appending", path)
+	}
+	if err := forcePrivate(f, path); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// forcePrivate checks the opened f is a regular file and makes it 0600
+// (fchmod: the descriptor, not the path).
+func forcePrivate(f *os.File, path string) error {
+	st, err := f.Stat()
+	if err != nil {
+		return errs.Wrap(errs.KindUsage, err, "--log-file %q", path)
+	}
+	if !st.Mode().IsRegular() {
+		return errs.Usage("--log-file %q is not a regular file (it is a %s): give a file's path", path, fileType(st.Mode()))
+	}
+	if err := f.Chmod(0o600); err != nil {
+		return errs.Wrap(errs.KindUsage, err, "--log-file %q: cannot make it 0600", path)
+	}
+	return nil
+}
+
+// fileType names a non-regular file's type for an error.
+func fileType(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	case m.IsDir():
+		return "directory"
+	}
+	return "special file"
 }

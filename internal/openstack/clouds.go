@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -32,6 +33,18 @@ type CloudConfig struct {
 	AuthOptions gophercloud.AuthOptions // AllowReauth is always set
 	Endpoint    gophercloud.EndpointOpts
 	TLS         *tls.Config
+	// AuthType is the entry's auth_type, one of SupportedAuthTypes ("" when
+	// unset: password, or token when only a token is given).
+	AuthType string
+	// TLSUnverified names the setting that turned TLS certificate checks off
+	// ("insecure: true" or "verify: false"); "" when they are done.
+	TLSUnverified string
+}
+
+// SupportedAuthTypes are the clouds.yaml auth_type values Connect knows how
+// to send; any other is refused rather than sent as password auth.
+func SupportedAuthTypes() []string {
+	return []string{"password", "v3password", "token", "v3token", "v3applicationcredential"}
 }
 
 // LogValue keeps secrets out of logs: only the name, file, auth URL and region.
@@ -142,7 +155,129 @@ func parseCloud(name, path string, data, secure []byte) (*CloudConfig, error) {
 	// clouds.Parse does not map allow_reauth; a build outlives a token (1 h by
 	// default in Keystone), so re-authenticate always.
 	ao.AllowReauth = true
-	return &CloudConfig{Name: name, Path: path, AuthOptions: ao, Endpoint: eo, TLS: tlsCfg}, nil
+	cc := &CloudConfig{Name: name, Path: path, AuthOptions: ao, Endpoint: eo, TLS: tlsCfg}
+	if err := applyEntrySettings(cc, data, secure); err != nil {
+		return nil, err
+	}
+	return cc, nil
+}
+
+// entrySettings are the keys of a clouds.yaml entry that clouds.Parse
+// ignores (auth_type, insecure) or that need a word (verify).
+type entrySettings struct {
+	AuthType *string `yaml:"auth_type"`
+	Insecure *bool   `yaml:"insecure"`
+	Verify   *bool   `yaml:"verify"`
+}
+
+// applyEntrySettings reads auth_type, insecure and verify of the entry
+// (secure.yaml's win, as in clouds.Parse's merge) and applies them to cc:
+// an unsupported auth_type is refused; auth_type keeps only its own
+// credentials in AuthOptions, so that gophercloud cannot pick another
+// method; insecure: true turns TLS checks off as the openstack CLI does
+// (it wins over verify), and TLSUnverified records why they are off.
+func applyEntrySettings(cc *CloudConfig, data, secure []byte) error {
+	var set entrySettings
+	for _, body := range [][]byte{data, secure} {
+		node, err := cloudEntry(body, cc.Name)
+		if err != nil || node == nil {
+			continue // clouds.Parse read both bodies already; an entry-less secure.yaml is fine
+		}
+		var s entrySettings
+		if err := node.Decode(&s); err != nil {
+			return errs.New(errs.KindUsage, "cloud %q in %s: %s", cc.Name, cc.Path, redactYAMLError(err))
+		}
+		if s.AuthType != nil {
+			set.AuthType = s.AuthType
+		}
+		if s.Insecure != nil {
+			set.Insecure = s.Insecure
+		}
+		if s.Verify != nil {
+			set.Verify = s.Verify
+		}
+	}
+	if set.AuthType != nil {
+		cc.AuthType = strings.TrimSpace(*set.AuthType)
+	}
+	if err := applyAuthType(&cc.AuthOptions, cc.AuthType); err != nil {
+		return errs.New(errs.KindUsage, "cloud %q in %s: %s", cc.Name, cc.Path, err)
+	}
+	switch {
+	case set.Insecure != nil && *set.Insecure:
+		cc.TLSUnverified = "insecure: true"
+	case set.Verify != nil && !*set.Verify:
+		cc.TLSUnverified = "verify: false"
+	}
+	if cc.TLSUnverified != "" {
+		if cc.TLS == nil {
+			cc.TLS = &tls.Config{}
+		}
+		cc.TLS.InsecureSkipVerify = true
+	}
+	return nil
+}
+
+// applyAuthType checks t is supported and leaves in ao only the
+// credentials of its method ("" leaves ao as it is: gophercloud sends a
+// password when there is one, else a token, as the openstack CLI infers).
+// The message names t and the supported values, never a credential.
+func applyAuthType(ao *gophercloud.AuthOptions, t string) error {
+	noAppCred := func() {
+		ao.ApplicationCredentialID, ao.ApplicationCredentialName, ao.ApplicationCredentialSecret = "", "", ""
+	}
+	switch t {
+	case "":
+	case "password", "v3password":
+		if ao.Password == "" {
+			return fmt.Errorf("auth_type %s needs auth.password (in clouds.yaml or secure.yaml)", t)
+		}
+		ao.TokenID = ""
+		noAppCred()
+	case "token", "v3token":
+		if ao.TokenID == "" {
+			return fmt.Errorf("auth_type %s needs auth.token", t)
+		}
+		// Keystone takes no user with a token; gophercloud refuses one.
+		ao.Password, ao.Username, ao.UserID, ao.DomainID, ao.DomainName = "", "", "", "", ""
+		noAppCred()
+	case "v3applicationcredential":
+		if ao.ApplicationCredentialSecret == "" ||
+			(ao.ApplicationCredentialID == "" && ao.ApplicationCredentialName == "") {
+			return fmt.Errorf("auth_type %s needs auth.application_credential_secret and "+
+				"auth.application_credential_id (or _name with the user)", t)
+		}
+		ao.Password, ao.TokenID = "", ""
+	default:
+		shown := "this value (hidden: it is not a plugin name)"
+		if pluginName.MatchString(t) {
+			shown = strconv.Quote(t)
+		}
+		return fmt.Errorf("auth_type %s is not supported; use one of %s",
+			shown, strings.Join(SupportedAuthTypes(), ", "))
+	}
+	return nil
+}
+
+// pluginName is what a keystoneauth plugin name looks like (v3oidcpassword,
+// admin_token): only such an auth_type is quoted in an error, so that a
+// secret pasted into the wrong key is never shown.
+var pluginName = regexp.MustCompile(`^[a-z0-9_]{1,40}$`)
+
+// cloudEntry is the YAML node of entry name in a clouds.yaml or secure.yaml
+// body (nil when the body has no such entry).
+func cloudEntry(body []byte, name string) (*yaml.Node, error) {
+	var doc struct {
+		Clouds map[string]yaml.Node `yaml:"clouds"`
+	}
+	if err := yaml.Unmarshal(body, &doc); err != nil {
+		return nil, err
+	}
+	n, ok := doc.Clouds[name]
+	if !ok {
+		return nil, nil
+	}
+	return &n, nil
 }
 
 // safeParse calls clouds.Parse, turning its panics (it dereferences a

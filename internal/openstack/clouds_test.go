@@ -164,6 +164,8 @@ func FuzzParseCloud(f *testing.F) {
 	f.Add([]byte(cloudsYAML), []byte(secureYAML))
 	f.Add([]byte("clouds: [1, 2"), []byte(""))
 	f.Add([]byte("clouds:\n  x:\n    verify: SECRET\n"), []byte("clouds:\n  x:\n    auth: {password: [SECRET]}\n"))
+	f.Add([]byte("clouds:\n  x:\n    auth_type: SECRET\n    insecure: true\n    auth: {auth_url: http://127.0.0.1:1/v3}\n"),
+		[]byte("clouds:\n  x:\n    insecure: SECRET\n"))
 	f.Fuzz(func(t *testing.T, body, secure []byte) {
 		const secret = "Zq9-planted-secret"
 		planted := []byte(strings.ReplaceAll(string(body), "SECRET", secret))
@@ -176,4 +178,108 @@ func FuzzParseCloud(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLoadCloudEntrySettings covers the keys clouds.Parse ignores or
+// applies without a word: auth_type (refused unless supported, and then
+// the only method left in AuthOptions), insecure and verify (TLS checks
+// off, and why).
+func TestLoadCloudEntrySettings(t *testing.T) {
+	const auth = "    auth:\n      auth_url: http://127.0.0.1:5000/v3\n      username: u\n      password: " + testPassword +
+		"\n      project_name: ci\n      user_domain_name: Default\n      project_domain_name: Default\n"
+	tests := []struct {
+		name      string
+		entry     string // the entry's keys besides auth
+		authExtra string // more keys of auth
+		secure    string // secure.yaml body ("" none)
+		wantErr   []string
+		check     func(t *testing.T, c *CloudConfig)
+	}{
+		{name: "defaults: password, TLS checked", check: func(t *testing.T, c *CloudConfig) {
+			if c.AuthType != "" || c.TLSUnverified != "" || (c.TLS != nil && c.TLS.InsecureSkipVerify) {
+				t.Errorf("auth type %q, unverified %q, TLS %+v", c.AuthType, c.TLSUnverified, c.TLS)
+			}
+		}},
+		{name: "insecure true", entry: "insecure: true", check: unverified("insecure: true")},
+		{name: "insecure true wins over verify true", entry: "insecure: true\n    verify: true", check: unverified("insecure: true")},
+		{name: "insecure false keeps checks", entry: "insecure: false", check: unverified("")},
+		{name: "verify false", entry: "verify: false", check: unverified("verify: false")},
+		{name: "verify false, insecure false", entry: "verify: false\n    insecure: false", check: unverified("verify: false")},
+		{name: "insecure from secure.yaml", secure: "clouds:\n  c:\n    insecure: true\n", check: unverified("insecure: true")},
+		{name: "insecure not a bool", entry: "insecure: " + testPassword, wantErr: []string{`cloud "c"`, "line"}},
+		{name: "unsupported auth_type named", entry: "auth_type: v3oidcpassword",
+			wantErr: []string{`cloud "c"`, `auth_type "v3oidcpassword" is not supported`, strings.Join(SupportedAuthTypes(), ", ")}},
+		{name: "v2password refused", entry: "auth_type: v2password", wantErr: []string{`auth_type "v2password" is not supported`}},
+		{name: "auth_type not a plugin name is not quoted", entry: "auth_type: " + testPassword,
+			wantErr: []string{"auth_type this value (hidden"}},
+		{name: "auth_type from secure.yaml", secure: "clouds:\n  c:\n    auth_type: v3samlpassword\n",
+			wantErr: []string{`auth_type "v3samlpassword" is not supported`}},
+		{name: "password drops other credentials", entry: "auth_type: password", authExtra: "      token: tok\n      application_credential_id: ac\n",
+			check: func(t *testing.T, c *CloudConfig) {
+				ao := c.AuthOptions
+				if ao.Password != testPassword || ao.TokenID != "" || ao.ApplicationCredentialID != "" || c.AuthType != "password" {
+					t.Errorf("auth options %+v", ao)
+				}
+			}},
+		{name: "token drops the password and user", entry: "auth_type: v3token", authExtra: "      token: tok\n",
+			check: func(t *testing.T, c *CloudConfig) {
+				ao := c.AuthOptions
+				if ao.TokenID != "tok" || ao.Password != "" || ao.Username != "" || ao.DomainName != "" {
+					t.Errorf("auth options %+v", ao)
+				}
+			}},
+		{name: "token without a token", entry: "auth_type: token", wantErr: []string{"auth_type token needs auth.token"}},
+		{name: "application credential drops the password", entry: "auth_type: v3applicationcredential",
+			authExtra: "      application_credential_id: ac\n      application_credential_secret: s3\n",
+			check: func(t *testing.T, c *CloudConfig) {
+				ao := c.AuthOptions
+				if ao.ApplicationCredentialID != "ac" || ao.ApplicationCredentialSecret != "s3" || ao.Password != "" {
+					t.Errorf("auth options %+v", ao)
+				}
+			}},
+		{name: "application credential without a secret", entry: "auth_type: v3applicationcredential",
+			authExtra: "      application_credential_id: ac\n", wantErr: []string{"application_credential_secret"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := writeFile(t, filepath.Join(dir, "clouds.yaml"), "clouds:\n  c:\n"+auth+tt.authExtra+"    "+tt.entry+"\n")
+			if tt.secure != "" {
+				writeFile(t, filepath.Join(dir, "secure.yaml"), tt.secure)
+			}
+			c, err := LoadCloud("c", []string{p})
+			if tt.check != nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				tt.check(t, c)
+				return
+			}
+			if err == nil {
+				t.Fatalf("LoadCloud succeeded, want an error with %q", tt.wantErr)
+			}
+			if errs.KindOf(err) != errs.KindUsage {
+				t.Errorf("kind %v, want usage (%v)", errs.KindOf(err), err)
+			}
+			for _, s := range tt.wantErr {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q does not contain %q", err, s)
+				}
+			}
+			if strings.Contains(err.Error(), testPassword) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("error shows the password or is not one line: %q", err)
+			}
+		})
+	}
+}
+
+// unverified checks TLS checks are off because of setting why ("": on).
+func unverified(why string) func(t *testing.T, c *CloudConfig) {
+	return func(t *testing.T, c *CloudConfig) {
+		t.Helper()
+		off := c.TLS != nil && c.TLS.InsecureSkipVerify
+		if c.TLSUnverified != why || off != (why != "") {
+			t.Errorf("TLSUnverified %q, InsecureSkipVerify %v; want %q", c.TLSUnverified, off, why)
+		}
+	}
 }

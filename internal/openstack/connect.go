@@ -2,12 +2,14 @@ package openstack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -67,6 +69,9 @@ type connectOptions struct {
 	paths      []string
 	getenv     func(string) string
 	transfer   time.Duration
+	// firstWarning reports whether a warning about key is new (nil: every
+	// warning is); Connector uses it to warn once per cloud.
+	firstWarning func(key string) bool
 }
 
 // WithLogger sets the logger (default: discard).
@@ -147,6 +152,11 @@ func ConnectConfig(ctx context.Context, cfg *CloudConfig, opts ...Option) (*Clou
 	}
 	provider.HTTPClient = httpClient(o.httpClient, cfg)
 	provider.UserAgent.Prepend(UserAgent)
+	if cfg.TLSUnverified != "" && (o.firstWarning == nil || o.firstWarning("tls "+cfg.Name)) {
+		log.Warn("TLS certificate checks are off for this cloud: anyone on the network path can read "+
+			"its credentials and tokens; give the cloud's CA in cacert instead",
+			"cloud", cfg.Name, "clouds_yaml", cfg.Path, "setting", cfg.TLSUnverified)
+	}
 
 	log.Debug("authenticating", "cloud", cfg)
 	if err := gcopenstack.Authenticate(ctx, provider, ao); err != nil {
@@ -234,6 +244,9 @@ func classifyAuth(err error, cloud, authURL string) error {
 	switch code := StatusCode(err); {
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("authenticating to cloud %q: %w", cloud, err)
+	case errors.As(err, new(*tls.CertificateVerificationError)):
+		return errs.Wrap(errs.KindUnreachable, err,
+			"cloud %q: the TLS certificate of %s is not trusted: set cacert in clouds.yaml to its CA", cloud, authURL)
 	case code == http.StatusUnauthorized:
 		return errs.New(errs.KindAuth,
 			"cloud %q refused the credentials in clouds.yaml (HTTP 401 from %s): check username, password and project", cloud, authURL)
@@ -252,17 +265,37 @@ func classifyAuth(err error, cloud, authURL string) error {
 // Connector opens clouds by their clouds.yaml names from the clouds.yaml
 // found at Paths (see CloudsPaths). It is how every part of the tool
 // reaches a cloud: the builders, init, sweep and the builder host's look-ups.
+// A warning about a cloud's settings (TLS checks off) is logged once per
+// cloud per Connector, however often it connects. Its zero value works;
+// it is safe for concurrent use and must not be copied once used.
 type Connector struct {
 	Paths []string
 	Log   *slog.Logger // nil: discard
+
+	mu     sync.Mutex
+	warned map[string]bool
+}
+
+// firstWarning reports whether key was not warned about yet, and marks it.
+func (c *Connector) firstWarning(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.warned[key] {
+		return false
+	}
+	if c.warned == nil {
+		c.warned = map[string]bool{}
+	}
+	c.warned[key] = true
+	return true
 }
 
 // Connect opens cloud, logging with log (nil: c.Log).
-func (c Connector) Connect(ctx context.Context, cloud string, log *slog.Logger) (*Cloud, error) {
+func (c *Connector) Connect(ctx context.Context, cloud string, log *slog.Logger) (*Cloud, error) {
 	if log == nil {
 		log = c.Log
 	}
-	opts := []Option{WithCloudsPaths(c.Paths...)}
+	opts := []Option{WithCloudsPaths(c.Paths...), func(o *connectOptions) { o.firstWarning = c.firstWarning }}
 	if log != nil {
 		opts = append(opts, WithLogger(log))
 	}

@@ -14,6 +14,9 @@
 //     with Nova's fault message), publish (image killed);
 //   - passwords stay in CloudConfig.AuthOptions and never reach an error or a
 //     log line.
+//   - clouds.yaml's auth_type must be one of SupportedAuthTypes (others are
+//     refused, not sent as password auth); insecure: true or verify: false
+//     turn TLS checks off, and Connect warns (once per cloud per Connector).
 package openstack
 
 // *Cloud implements every interface of the package.

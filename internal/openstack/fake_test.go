@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -23,10 +25,21 @@ type fakeCloud struct {
 	fail int // status Keystone answers with, 0 for success
 }
 
-func newFakeCloud(t *testing.T) *fakeCloud {
+func newFakeCloud(t *testing.T) *fakeCloud { t.Helper(); return startFakeCloud(t, false) }
+
+// startFakeCloud is newFakeCloud, served over TLS (httptest's self-signed
+// certificate, which no client trusts by default) when useTLS.
+func startFakeCloud(t *testing.T, useTLS bool) *fakeCloud {
 	t.Helper()
 	f := &fakeCloud{mux: http.NewServeMux()}
-	f.srv = httptest.NewServer(f.mux)
+	f.srv = httptest.NewUnstartedServer(f.mux)
+	if useTLS {
+		// The refused handshakes are what the TLS tests expect: not news.
+		f.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+		f.srv.StartTLS()
+	} else {
+		f.srv.Start()
+	}
 	t.Cleanup(f.srv.Close)
 	f.mux.HandleFunc("POST /v3/auth/tokens", func(w http.ResponseWriter, r *http.Request) {
 		if f.fail != 0 {
