@@ -125,6 +125,15 @@ func LoadCloud(name string, paths []string) (*CloudConfig, error) {
 		name, strings.Join(paths, ", "), CloudsFileEnv)
 }
 
+// CheckCloud parses entry name of the clouds.yaml body data (label names it
+// in errors) as LoadCloud would, without reading any file or connecting:
+// `setup` uses it to refuse at install time what every build would refuse
+// (an unsupported auth_type, a missing credential). Errors are LoadCloud's.
+func CheckCloud(name, label string, data []byte) error {
+	_, err := parseCloud(name, label, data, nil)
+	return err
+}
+
 // parseCloud parses one clouds.yaml body (and optional secure.yaml body) with
 // gophercloud's parser, after checking the entry exists so that the error can
 // list what the file does define.

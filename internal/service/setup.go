@@ -15,6 +15,7 @@ import (
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/service/install"
 )
 
@@ -273,6 +274,11 @@ func checkClouds(data []byte, c *Config) error {
 	for _, n := range need {
 		if _, ok := doc.Clouds[n]; !ok {
 			return errs.Usage("--clouds-yaml: the configuration names cloud %q, which it does not define (it defines %s)", n, strings.Join(names, ", "))
+		}
+	}
+	for _, n := range need {
+		if err := openstack.CheckCloud(n, "--clouds-yaml", data); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -197,6 +197,14 @@ func TestSetupRefusals(t *testing.T) {
 	if entries, _ := os.ReadDir(root); len(entries) != 0 {
 		t.Errorf("a refused setup wrote %v", entries)
 	}
+	// An auth_type every build would refuse is refused at setup, naming it.
+	o.CloudsYAML = []byte(strings.Replace(testClouds, "c1: {auth:", "c1: {auth_type: v3oidcpassword, auth:", 1))
+	if _, err := s.Setup(t.Context(), o); !errs.Is(err, errs.KindUsage) || !strings.Contains(err.Error(), `auth_type "v3oidcpassword" is not supported`) || strings.Contains(err.Error(), "pw-secret") {
+		t.Errorf("unsupported auth_type: %v", err)
+	}
+	if entries, _ := os.ReadDir(root); len(entries) != 0 {
+		t.Errorf("a refused setup wrote %v", entries)
+	}
 	o.CloudsYAML = []byte("clouds: [\n  password: pw-secret")
 	if _, err := s.Setup(t.Context(), o); !errs.Is(err, errs.KindUsage) || strings.Contains(err.Error(), "pw-secret") {
 		t.Errorf("bad yaml: %v", err)
