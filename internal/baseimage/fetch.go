@@ -5,7 +5,9 @@
 // SHA256SUMS must carry a valid detached OpenPGP signature (SHA256SUMS.gpg)
 // by a key in Fetcher.Keyring, by default Ubuntu's cloud image signing key
 // embedded in this package (UbuntuKeyring). HTTPS alone is not trusted: a
-// mirror (--base-image-url) may be anyone's.
+// mirror (--base-image-url) may be anyone's. Nor does the signature cover the
+// serial: with Fetcher.StateDir set, an unpinned fetch older than the newest
+// serial accepted before is refused (serial.go).
 //
 // Images are cached under CacheDir as <codename>/<serial>/<sha256>-<file>; a
 // cached file is reused only while its digest still matches the freshly
@@ -133,6 +135,10 @@ type Fetcher struct {
 	HTTP     *http.Client       // a client with connect/header timeouts when nil
 	Keyring  openpgp.EntityList // keys trusted to sign SHA256SUMS; UbuntuKeyring() when nil
 	Log      *slog.Logger       // discards when nil
+	// StateDir, when set, holds the newest serial accepted per base and
+	// arch: an unpinned fetch of an older serial is refused (see
+	// BuildInfoPath). Empty means no rollback check.
+	StateDir string
 
 	Attempts     int           // tries per HTTP request; 4 when 0
 	RetryDelay   time.Duration // first wait between tries, doubled up to 30 s; 2 s when 0
@@ -202,12 +208,22 @@ func (f *Fetcher) fetchMirror(ctx context.Context, s Spec) (Image, error) {
 	dirURL := fmt.Sprintf("%s/%s/%s/", mirror, s.Base, s.serial())
 	name := s.FileName()
 
+	seen := s.serial()
+	if f.StateDir != "" && seen == SerialCurrent {
+		var err error
+		if seen, err = f.currentSerial(ctx, mirror, dirURL); err != nil {
+			return Image{}, err
+		}
+	}
 	want, err := f.verifiedDigest(ctx, mirror, dirURL, name)
 	if err != nil {
 		return Image{}, err
 	}
 	if s.SHA256 != "" && want != s.SHA256 {
 		return Image{}, errs.New(errs.KindBuild, "SHA256SUMS at %s lists %s with sha256 %s, not the pinned %s", dirURL, name, want, s.SHA256)
+	}
+	if err := f.checkSerial(s, dirURL, seen, want); err != nil {
+		return Image{}, err
 	}
 
 	cache := f.CacheDir
@@ -226,6 +242,9 @@ func (f *Fetcher) fetchMirror(ctx context.Context, s Spec) (Image, error) {
 	if size, ok := f.cached(ctx, final, want); ok {
 		f.log().Info("base image cache hit", "image", name, "path", final, "sha256", want)
 		img.Size = size
+		if err := f.recordSerial(s, seen, want); err != nil {
+			return Image{}, err
+		}
 		return img, nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -242,6 +261,9 @@ func (f *Fetcher) fetchMirror(ctx context.Context, s Spec) (Image, error) {
 	f.log().Info("base image downloaded and verified", "image", name, "bytes", size,
 		"seconds", time.Since(start).Round(time.Second).Seconds(), "sha256", want)
 	img.Size = size
+	if err := f.recordSerial(s, seen, want); err != nil {
+		return Image{}, err
+	}
 	return img, nil
 }
 

@@ -43,7 +43,7 @@ func BenchmarkOrchestration(b *testing.B) {
 		b.Fatal(err)
 	}
 	buildCloud := testenv.MustConnect(b, ctx, testenv.BuildCloud)
-	baseID, err := testenv.UploadImage(ctx, buildCloud.Image, config.BaseImageName(prefix, config.BaseNoble, config.ArchX64), base, "raw", nil)
+	baseID, err := testenv.UploadImage(ctx, buildCloud.Image, config.BaseImageName(prefix, config.BaseNoble, config.ArchX64), base, "raw", initProperties(prefix, data))
 	if baseID != "" {
 		b.Cleanup(func() { deleteBenchImage(b, connect, testenv.BuildCloud, baseID) })
 	}

@@ -223,7 +223,7 @@ func TestFaultTable(t *testing.T) {
 		// The operator's own image of the same name: not ours, never deleted.
 		foreign[name] = uploadFaultImage(t, ctx, direct[name], dir, imageName, 4<<10)
 	}
-	uploadFaultImage(t, ctx, direct[testenv.BuildCloud], dir, config.BaseImageName(prefix, config.BaseNoble, config.ArchX64), 1<<20)
+	uploadFaultBase(t, ctx, direct[testenv.BuildCloud], dir, prefix)
 	verify := filepath.Join(dir, "verify.sh")
 	if err := os.WriteFile(verify, []byte("#!/bin/sh\ntrue\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -391,13 +391,26 @@ func TestFaultTable(t *testing.T) {
 // uploadFaultImage uploads size random bytes as a raw image named name.
 func uploadFaultImage(t *testing.T, ctx context.Context, c *testenv.Cloud, dir, name string, size int) string {
 	t.Helper()
+	return uploadFaultData(t, ctx, c, dir, name, size, func([]byte) map[string]string { return nil })
+}
+
+// uploadFaultBase uploads 1 MiB of random bytes as prefix's base image, with
+// the properties init gives it.
+func uploadFaultBase(t *testing.T, ctx context.Context, c *testenv.Cloud, dir, prefix string) string {
+	t.Helper()
+	return uploadFaultData(t, ctx, c, dir, config.BaseImageName(prefix, config.BaseNoble, config.ArchX64), 1<<20,
+		func(data []byte) map[string]string { return initProperties(prefix, data) })
+}
+
+func uploadFaultData(t *testing.T, ctx context.Context, c *testenv.Cloud, dir, name string, size int, props func([]byte) map[string]string) string {
+	t.Helper()
 	path := filepath.Join(dir, "upload.raw")
 	data := make([]byte, size)
 	_, _ = rand.Read(data)
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	id, err := testenv.UploadImage(ctx, c.Image, name, path, "raw", nil)
+	id, err := testenv.UploadImage(ctx, c.Image, name, path, "raw", props(data))
 	if id != "" {
 		t.Cleanup(func() { deleteDirect(t, c, id) })
 	}

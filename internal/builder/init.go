@@ -58,7 +58,11 @@ func (o *OpenStack) Init(ctx context.Context, log *slog.Logger, spec config.Init
 			return errs.Usage("--base-image-property %s: the builder sets this property itself", k)
 		}
 	}
-	fetcher := &baseimage.Fetcher{Mirror: spec.BaseImageURL, CacheDir: BaseImageCacheDir(spec.CacheDir), Log: log}
+	dir, err := config.StateDir(o.getenv(), spec.Prefix)
+	if err != nil {
+		return err
+	}
+	fetcher := &baseimage.Fetcher{Mirror: spec.BaseImageURL, CacheDir: BaseImageCacheDir(spec.CacheDir), Log: log, StateDir: dir}
 	var imgs []baseimage.Image
 	for _, s := range BaseImageSpecs(spec) {
 		img, err := fetcher.Fetch(ctx, s)
@@ -68,10 +72,6 @@ func (o *OpenStack) Init(ctx context.Context, log *slog.Logger, spec config.Init
 		imgs = append(imgs, img)
 	}
 
-	dir, err := config.StateDir(o.getenv(), spec.Prefix)
-	if err != nil {
-		return err
-	}
 	unlock, err := statedir.Lock(ctx, filepath.Join(dir, fmt.Sprintf("init-%s.lock", spec.Arch)))
 	if err != nil {
 		return err

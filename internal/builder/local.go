@@ -238,7 +238,11 @@ func (b *localBuild) prepare(ctx context.Context) error {
 // fetchBase finds the base image: --base-image-file, or the verified cache
 // (downloading into it from the mirror if needed).
 func (b *localBuild) fetchBase(ctx context.Context) error {
-	f := &baseimage.Fetcher{Mirror: b.spec.BaseImageURL, Log: b.log}
+	state, err := config.StateDir(b.l.openstack().getenv(), b.spec.Prefix)
+	if err != nil {
+		return err
+	}
+	f := &baseimage.Fetcher{Mirror: b.spec.BaseImageURL, Log: b.log, StateDir: state}
 	if b.spec.BaseImageFile == "" {
 		cache := b.spec.CacheDir
 		if cache == "" {
@@ -425,8 +429,12 @@ func (l *Local) Init(ctx context.Context, log *slog.Logger, spec config.InitSpec
 	if err := spec.Validate(); err != nil {
 		return err
 	}
+	state, err := config.StateDir(l.openstack().getenv(), spec.Prefix)
+	if err != nil {
+		return err
+	}
 	prog := newProgress(l.Progress, l.ticker, l.openstack().now)
-	f := &baseimage.Fetcher{Mirror: spec.BaseImageURL, CacheDir: BaseImageCacheDir(spec.CacheDir), Log: log}
+	f := &baseimage.Fetcher{Mirror: spec.BaseImageURL, CacheDir: BaseImageCacheDir(spec.CacheDir), Log: log, StateDir: state}
 	for _, s := range BaseImageSpecs(spec) {
 		ph := prog.start(fmt.Sprintf("base image %s %s", s.Base, s.Arch))
 		img, err := f.Fetch(ctx, s)

@@ -292,13 +292,75 @@ func (b *osBuild) findBaseImage(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(ims) == 0 {
+	im, refused := PickBaseImage(ims, b.cloud.ProjectID(), b.spec.Prefix)
+	for _, r := range refused {
+		b.log.Warn("not booting an image that init did not upload", "image", name, "id", r.Image.ID,
+			"owner", r.Image.Owner, "visibility", r.Image.Visibility, "why", r.Why)
+	}
+	if im == nil {
+		if len(refused) > 0 {
+			r := refused[0]
+			return errs.New(errs.KindNotFound, "base image %s: refusing image %s (owner %s, %s): %s; only the image init uploaded "+
+				"to the build project %s is booted: run init --arch %s --prefix %q in cloud %s",
+				name, r.Image.ID, r.Image.Owner, r.Image.Visibility, r.Why, b.cloud.ProjectID(), b.spec.Arch, b.spec.Prefix, b.spec.Cloud)
+		}
 		return errs.New(errs.KindNotFound, "base image %s is not in cloud %s (or not active): run init --arch %s --prefix %q first",
 			name, b.spec.Cloud, b.spec.Arch, b.spec.Prefix)
 	}
-	b.baseImage = &ims[0]
-	b.log.Info("base image", "image", name, "id", ims[0].ID)
+	b.baseImage = im
+	b.log.Info("base image", "image", name, "id", im.ID, "sha256", im.Properties[PropBaseSHA256])
 	return nil
+}
+
+// RefusedImage is an image of the base image's name that a build will not
+// boot, and why.
+type RefusedImage struct {
+	Image openstack.Image
+	Why   string
+}
+
+// PickBaseImage chooses, among the active images of a base image's name
+// (newest first), the newest one init uploaded: owned by the build project,
+// marked with the prefix and carrying the SHA-256 of the verified file init
+// uploaded it from. Every other image is refused: a public, shared or
+// community image of the same name from another project, or one of the
+// project's own uploaded by hand, would receive the script, its secrets and
+// the builder key.
+func PickBaseImage(ims []openstack.Image, project, prefix string) (*openstack.Image, []RefusedImage) {
+	var pick *openstack.Image
+	var refused []RefusedImage
+	for i := range ims {
+		im := &ims[i]
+		why := ""
+		switch {
+		case project == "" || im.Owner != project:
+			why = fmt.Sprintf("owned by project %q, not the build project %q", im.Owner, project)
+		case im.Properties[PropPrefix] != prefix:
+			why = fmt.Sprintf("its %s is %q, not %q: not uploaded by init", PropPrefix, im.Properties[PropPrefix], prefix)
+		case !isSHA256Hex(im.Properties[PropBaseSHA256]):
+			why = fmt.Sprintf("no SHA-256 of a verified file in %s: not uploaded by init", PropBaseSHA256)
+		case pick == nil:
+			pick = im
+		}
+		if why != "" {
+			refused = append(refused, RefusedImage{Image: *im, Why: why})
+		}
+	}
+	return pick, refused
+}
+
+// isSHA256Hex reports whether s is a SHA-256 in lowercase hex, as init
+// records it.
+func isSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func (b *osBuild) builderName() string {

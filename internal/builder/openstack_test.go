@@ -120,7 +120,7 @@ func TestRunWithoutBaseImage(t *testing.T) {
 // A server in ERROR fails the run with Nova's fault (exit 6) and is deleted.
 func TestRunServerErrorDeletesServer(t *testing.T) {
 	build := newFakeCloud("build")
-	build.store(config.BaseImageName("p", config.BaseNoble, config.ArchX64), "qcow2", nil, []byte("base"))
+	storeBase(build, "p")
 	build.serverFault = "No valid host was found"
 	o := testOpenStack(t, build)
 	_, err := o.Build(context.Background(), nil, testJob(t, testSpec(t, nil), nil))

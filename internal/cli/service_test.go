@@ -179,7 +179,7 @@ func TestLatestCommand(t *testing.T) {
 func TestSetupCommand(t *testing.T) {
 	cfg := serviceConfig(t, "")
 	clouds := filepath.Join(t.TempDir(), "clouds.yaml")
-	if err := os.WriteFile(clouds, []byte("clouds:\n  build: {}\n  c1: {}\n  c2: {}\n"), 0o600); err != nil {
+	if err := os.WriteFile(clouds, []byte("clouds:\n  build: {auth: {auth_url: \"http://127.0.0.1:5000/v3\", username: u, password: p}}\n  c1: {auth: {auth_url: \"http://127.0.0.1:5000/v3\", username: u, password: p}}\n  c2: {auth: {auth_url: \"http://127.0.0.1:5000/v3\", username: u, password: p}}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	root := t.TempDir()

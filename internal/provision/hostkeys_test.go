@@ -96,11 +96,23 @@ func TestHostKeyAlgorithmsFollowTheConsole(t *testing.T) {
 
 var wellFormedFingerprint = regexp.MustCompile(`^SHA256:[A-Za-z0-9+/]{43}$`)
 
+// FuzzHostKeysFromConsole: every fingerprint accepted is on the console,
+// inside the last complete block: a whole field of a line of the last
+// complete fingerprints block, or the fingerprint of a public key on a line
+// of the last complete keys block. Nothing outside the blocks, in a block
+// still being written or in an older one, and no part of a longer token.
 func FuzzHostKeysFromConsole(f *testing.F) {
 	f.Add(readConsoleSample(f))
 	f.Add("")
 	f.Add(fingerprintsBegin + "\n256 " + sampleED25519 + " x (ED25519)\n" + fingerprintsEnd)
 	f.Add(keysBegin + "\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDiqYXry4co5jAt7Lg5xu53OguW+dr2WxUjFEBABQzui r@h\n" + keysEnd)
+	// Near misses that a looser parser would accept.
+	f.Add("256 " + sampleRSA + " r@h (RSA)\n" + fingerprintsBegin + "\n256 " + sampleED25519 + " x (ED25519)\n" + fingerprintsEnd)
+	f.Add(fingerprintsBegin + "\n256 " + sampleED25519 + " x (ED25519)\n" + fingerprintsEnd + "\n" + fingerprintsBegin + "\n256 " + sampleRSA + " x (RSA)\n")
+	f.Add(fingerprintsBegin + "\n256 " + sampleED25519 + "Q x (ED25519)\n" + fingerprintsEnd)
+	f.Add(fingerprintsBegin + "\n256 " + sampleRSA + " x (RSA)\n" + fingerprintsBegin + "\n256 " + sampleED25519 + " x (ED25519)\n" + fingerprintsEnd)
+	f.Add(fingerprintsBegin + "\n256 " + sampleED25519 + " x (ED25519) " + fingerprintsEnd + "\n256 " + sampleRSA + " x (RSA)\n" + fingerprintsEnd)
+	f.Add(fingerprintsBegin + "\n256 " + sampleRSA + " x (RSA)\n" + fingerprintsEnd + "\n" + fingerprintsBegin + "\n256 " + sampleED25519 + " x (ED25519)\n" + fingerprintsEnd)
 	f.Fuzz(func(t *testing.T, console string) {
 		got, err := HostKeysFromConsole(console)
 		if err != nil {
@@ -112,10 +124,14 @@ func FuzzHostKeysFromConsole(f *testing.F) {
 		if len(got) == 0 {
 			t.Fatal("no fingerprints and no error")
 		}
+		onConsole := consoleFingerprints(console)
 		seen := map[string]bool{}
 		for _, fp := range got {
 			if !wellFormedFingerprint.MatchString(fp) {
 				t.Fatalf("malformed fingerprint %q", fp)
+			}
+			if !onConsole[fp] {
+				t.Fatalf("accepted %q, which is not in the console's last complete host key block", fp)
 			}
 			if seen[fp] {
 				t.Fatalf("duplicate fingerprint %q", fp)
@@ -123,4 +139,48 @@ func FuzzHostKeysFromConsole(f *testing.F) {
 			seen[fp] = true
 		}
 	})
+}
+
+// consoleFingerprints is the fuzz test's own reading of what the console
+// vouches for: each whole field of the lines of the last complete
+// fingerprints block, and the SHA-256 fingerprint of each public key that a
+// line of the last complete keys block holds, from any of its fields on.
+func consoleFingerprints(console string) map[string]bool {
+	lines := strings.Split(console, "\n")
+	out := map[string]bool{}
+	for _, line := range lastCompleteBlock(lines, fingerprintsBegin, fingerprintsEnd) {
+		for _, f := range strings.Fields(line) {
+			out[f] = true
+		}
+	}
+	for _, line := range lastCompleteBlock(lines, keysBegin, keysEnd) {
+		fields := strings.Fields(line)
+		for i := range fields {
+			if pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(strings.Join(fields[i:], " "))); err == nil {
+				out[ssh.FingerprintSHA256(pub)] = true
+			}
+		}
+	}
+	return out
+}
+
+// lastCompleteBlock finds, from the end, the last line k with the end marker
+// (and not the begin marker, which would open a block instead) whose nearest
+// line j above with a marker has the begin marker, and returns the lines
+// strictly between j and k.
+func lastCompleteBlock(lines []string, begin, end string) []string {
+	for k := len(lines) - 1; k >= 0; k-- {
+		if !strings.Contains(lines[k], end) || strings.Contains(lines[k], begin) {
+			continue
+		}
+		for j := k - 1; j >= 0; j-- {
+			if strings.Contains(lines[j], begin) {
+				return lines[j+1 : k]
+			}
+			if strings.Contains(lines[j], end) {
+				break
+			}
+		}
+	}
+	return nil
 }

@@ -3,6 +3,8 @@ package service_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/cli"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/faultproxy"
@@ -73,7 +76,10 @@ func TestServiceRetriesTransientCloudErrors(t *testing.T) {
 	if err := os.WriteFile(seed, bytes.Repeat([]byte{1}, 4096), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := testenv.UploadImage(ctx, admin.Image, config.BaseImageName(p, config.BaseNoble, config.ArchX64), seed, "raw", nil); err != nil {
+	// With the properties init gives it: run boots no other image.
+	seedSum := sha256.Sum256(bytes.Repeat([]byte{1}, 4096))
+	baseProps := map[string]string{builder.PropPrefix: p, builder.PropBaseSHA256: hex.EncodeToString(seedSum[:])}
+	if _, err := testenv.UploadImage(ctx, admin.Image, config.BaseImageName(p, config.BaseNoble, config.ArchX64), seed, "raw", baseProps); err != nil {
 		t.Fatal(err)
 	}
 	recipe := filepath.Join(dir, "user-data")
