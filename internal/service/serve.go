@@ -16,11 +16,21 @@ import (
 type ServeOptions struct {
 	// NoSchedule serves HTTP only: no build is ever started.
 	NoSchedule bool
-	// LatestTTL is how long GET /v1/images/latest reuses a look-up (default 30s).
+	// LatestTTL is how long GET /v1/images/latest reuses a look-up's
+	// answer, the images or the failure (default DefaultLatestTTL).
 	LatestTTL time.Duration
 	// ShutdownTimeout bounds the HTTP shutdown (default 10s).
 	ShutdownTimeout time.Duration
 }
+
+// GET /v1/images/latest looks the images up at most once per
+// DefaultLatestTTL, failures included: a cloud that fails is asked again
+// after DefaultLatestTTL, not at every request. One look-up takes at most
+// latestLookupTimeout.
+const (
+	DefaultLatestTTL    = 30 * time.Second
+	latestLookupTimeout = time.Minute
+)
 
 // Serve runs the builder host as a daemon on ln until ctx ends: every
 // Config.CheckInterval (and once at start) it builds the cells that are
@@ -37,7 +47,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, opts ServeOptions)
 		s.Metrics = NewMetrics(true, s.Now)
 	}
 	if opts.LatestTTL <= 0 {
-		opts.LatestTTL = 30 * time.Second
+		opts.LatestTTL = DefaultLatestTTL
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 10 * time.Second
@@ -47,7 +57,8 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, opts ServeOptions)
 			s.Metrics.SetState(st)
 		}
 	}
-	h := &handlers{s: s, ttl: opts.LatestTTL, started: s.now()}
+	h := &handlers{s: s, started: s.now(),
+		images: &latestCache{ctx: ctx, lookup: s.latestDocument, now: s.now, ttl: opts.LatestTTL}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", h.health)
 	mux.Handle("GET /metrics", s.Metrics.Handler())
@@ -80,6 +91,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, opts ServeOptions)
 		log.Warn("HTTP shutdown", "error", err)
 	}
 	loop.Wait()
+	h.images.running.Wait()
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return errs.Wrap(errs.KindInternal, serveErr, "serving HTTP on %s", ln.Addr())
 	}
@@ -106,15 +118,14 @@ func (s *Service) scheduleLoop(ctx context.Context, h *handlers) {
 // handlers serve the HTTP API.
 type handlers struct {
 	s       *Service
-	ttl     time.Duration
 	started time.Time
+	images  *latestCache
 
+	// mu guards what /healthz shows; it is never held while waiting.
 	mu        sync.Mutex
 	building  bool
 	lastCheck time.Time
 	lastErr   string
-	doc       *LatestDocument
-	docAt     time.Time
 }
 
 func (h *handlers) setBuilding(b bool) {
@@ -132,7 +143,7 @@ func (h *handlers) checked(rep *Report, err error) {
 		h.lastErr = oneLine(err.Error())
 	}
 	if rep != nil && rep.Latest != nil {
-		h.doc, h.docAt = rep.Latest, h.s.now()
+		h.images.store(rep.Latest, nil, h.s.now())
 	}
 }
 
@@ -151,24 +162,96 @@ func (h *handlers) health(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
-// latest answers from a look-up at most ttl old; look-ups are serialised.
+// latest answers from the latest look-up (see latestCache).
 func (h *handlers) latest(w http.ResponseWriter, r *http.Request) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.doc == nil || h.s.now().Sub(h.docAt) > h.ttl {
-		ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
-		defer cancel()
-		images, err := h.s.Latest(ctx)
-		if err != nil {
-			h.s.log().Error("GET /v1/images/latest", "error", err)
-			writeJSON(w, http.StatusBadGateway, map[string]string{"error": oneLine(err.Error())})
-			return
-		}
-		h.s.Metrics.SetImages(images)
-		doc := NewLatestDocument(images)
-		h.doc, h.docAt = &doc, h.s.now()
+	doc, err := h.images.get(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": oneLine(err.Error())})
+		return
 	}
-	writeJSON(w, http.StatusOK, h.doc)
+	writeJSON(w, http.StatusOK, doc)
+}
+
+// latestDocument is one look-up of GET /v1/images/latest; a failure is
+// logged here, once per look-up.
+func (s *Service) latestDocument(ctx context.Context) (*LatestDocument, error) {
+	images, err := s.Latest(ctx)
+	if err != nil {
+		s.log().Error("GET /v1/images/latest: looking up the latest images", "error", err)
+		return nil, err
+	}
+	s.Metrics.SetImages(images)
+	doc := NewLatestDocument(images)
+	return &doc, nil
+}
+
+// latestCache answers GET /v1/images/latest. At most one look-up runs at a
+// time, on its own goroutine and context (Serve's, bounded by
+// latestLookupTimeout); requests arriving meanwhile wait for it or for
+// their own end. Its answer, the document or the failure, is reused for
+// ttl. The lock is never held during a look-up, so /healthz and the
+// scheduler never wait behind one.
+type latestCache struct {
+	ctx     context.Context
+	lookup  func(context.Context) (*LatestDocument, error)
+	now     func() time.Time
+	ttl     time.Duration
+	running sync.WaitGroup // the look-up goroutine, waited for by Serve
+
+	mu       sync.Mutex
+	doc      *LatestDocument
+	err      error
+	at       time.Time     // when the answer's look-up started; zero: no answer yet
+	inflight chan struct{} // closed when the running look-up ends; nil: none runs
+}
+
+// get returns a fresh answer, starting a look-up when there is none.
+func (c *latestCache) get(ctx context.Context) (*LatestDocument, error) {
+	c.mu.Lock()
+	if !c.at.IsZero() && c.now().Sub(c.at) < c.ttl {
+		defer c.mu.Unlock()
+		return c.doc, c.err
+	}
+	done := c.inflight
+	if done == nil {
+		done = make(chan struct{})
+		c.inflight = done
+		started := c.now()
+		c.running.Go(func() {
+			lctx, cancel := context.WithTimeout(c.ctx, latestLookupTimeout)
+			defer cancel()
+			doc, err := c.lookup(lctx)
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.inflight = nil
+			close(done)
+			c.storeLocked(doc, err, started)
+		})
+	}
+	c.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.doc, c.err
+}
+
+// store records an answer whose look-up started at at (the scheduler's
+// checks make one too).
+func (c *latestCache) store(doc *LatestDocument, err error, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.storeLocked(doc, err, at)
+}
+
+func (c *latestCache) storeLocked(doc *LatestDocument, err error, at time.Time) {
+	if at.Before(c.at) {
+		return // an older look-up does not replace a newer answer
+	}
+	c.doc, c.err, c.at = doc, err, at
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -3,12 +3,16 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -104,5 +108,225 @@ func TestServe(t *testing.T) {
 	}
 	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		t.Error("still listening after shutdown")
+	}
+}
+
+// gatedCatalog counts the calls and holds the next hold of them until
+// release is closed, telling entered about each one it holds.
+type gatedCatalog struct {
+	Catalog
+	entered chan struct{}
+	release chan struct{}
+
+	mu    sync.Mutex
+	calls int
+	hold  int
+}
+
+func (c *gatedCatalog) ListImagesByName(ctx context.Context, cloud, name string, activeOnly bool) ([]openstack.Image, error) {
+	c.mu.Lock()
+	c.calls++
+	held := c.hold > 0
+	if held {
+		c.hold--
+	}
+	c.mu.Unlock()
+	if held {
+		c.entered <- struct{}{}
+		select {
+		case <-c.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return c.Catalog.ListImagesByName(ctx, cloud, name, activeOnly)
+}
+
+func (c *gatedCatalog) holdNext(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hold = n
+}
+
+func (c *gatedCatalog) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls
+}
+
+type response struct {
+	code int
+	body string
+	err  error
+}
+
+// getAsync GETs url on its own goroutine.
+func getAsync(ctx context.Context, url string) <-chan response {
+	out := make(chan response, 1)
+	go func() {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			out <- response{err: err}
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			out <- response{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		out <- response{code: resp.StatusCode, body: string(body), err: err}
+	}()
+	return out
+}
+
+// await receives from ch; the deadline only turns a hang into a failure
+// (what is asserted is that it arrives at all, not when).
+func await[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: still waiting after 30s (blocked)", what)
+	}
+	var zero T
+	return zero
+}
+
+// serveOn starts s.Serve on a loopback port; stop cancels it and checks
+// that it returned nil.
+func serveOn(t *testing.T, s *Service, opts ServeOptions) (base string, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln, opts) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := await(t, served, "Serve after cancel"); err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return "http://" + ln.Addr().String(), stop
+}
+
+// A look-up of GET /v1/images/latest that hangs in the cloud holds up
+// neither /healthz nor the scheduler.
+func TestServeLookupBlocksNeitherHealthNorSchedule(t *testing.T) {
+	s, b, cat, _ := testService(t, testConfig(t, ""))
+	s.Metrics = NewMetrics(true, s.Now)
+	gc := &gatedCatalog{Catalog: cat, entered: make(chan struct{}, 8), release: make(chan struct{})}
+	t.Cleanup(func() {
+		select {
+		case <-gc.release:
+		default:
+			close(gc.release)
+		}
+	})
+	s.Catalog = gc
+	b.gate, b.started = make(chan struct{}), make(chan string, 2)
+	checked := make(chan struct{}, 1)
+	s.Sleep = func(ctx context.Context, _ time.Duration) error {
+		select { // the first check is done: say so, then wait for the end
+		case checked <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	base, _ := serveOn(t, s, ServeOptions{})
+
+	await(t, b.started, "the first scheduled build")
+	gc.holdNext(4) // one look-up: 2 cells × 2 clouds
+	latest := getAsync(t.Context(), base+"/v1/images/latest")
+	for range 4 {
+		await(t, gc.entered, "the look-up of GET /v1/images/latest")
+	}
+
+	r := await(t, getAsync(t.Context(), base+"/healthz"), "GET /healthz during a look-up")
+	var health healthStatus
+	if r.err != nil || r.code != http.StatusOK || json.Unmarshal([]byte(r.body), &health) != nil || !health.Building {
+		t.Errorf("/healthz during a look-up: %d %q %v", r.code, r.body, r.err)
+	}
+
+	close(b.gate) // the build ends; the scheduler records its check and sleeps
+	await(t, checked, "the scheduler's check during a look-up")
+	r = await(t, getAsync(t.Context(), base+"/healthz"), "GET /healthz after the check")
+	health = healthStatus{}
+	if r.err != nil || json.Unmarshal([]byte(r.body), &health) != nil || health.Building || health.LastCheck.IsZero() {
+		t.Errorf("/healthz after the check: %d %q %v", r.code, r.body, r.err)
+	}
+	select {
+	case r := <-latest:
+		t.Fatalf("GET /v1/images/latest answered while its look-up was held: %d %s", r.code, r.body)
+	default:
+	}
+
+	close(gc.release)
+	r = await(t, latest, "GET /v1/images/latest after the release")
+	if r.err != nil || r.code != http.StatusOK || !strings.Contains(r.body, `"grib-jammy-x64"`) {
+		t.Errorf("/v1/images/latest: %d %q %v", r.code, r.body, r.err)
+	}
+}
+
+// GET /v1/images/latest looks up once per DefaultLatestTTL, whether the
+// look-up found images or failed.
+func TestServeLatestCache(t *testing.T) {
+	s, _, cat, clk := testService(t, testConfig(t, ""))
+	for _, cloud := range []string{"c1", "c2"} {
+		cat.add(cloud, openstack.Image{ID: cloud + "-1", Name: "grib-jammy-x64", CreatedAt: clk.Now()})
+	}
+	gc := &gatedCatalog{Catalog: cat}
+	s.Catalog = gc
+	base, _ := serveOn(t, s, ServeOptions{NoSchedule: true})
+	const perLookup = 4 // 2 cells × 2 clouds
+	if DefaultLatestTTL != 30*time.Second {
+		t.Errorf("DefaultLatestTTL %s: the README says 30 s", DefaultLatestTTL)
+	}
+	down := errors.New("catalog down")
+
+	steps := []struct {
+		name      string
+		advance   time.Duration // the clock moves first
+		catErr    error
+		gets      int
+		wantCode  int
+		wantCalls int // look-ups so far
+	}{
+		{"first look-up", 0, nil, 4, http.StatusOK, 1},
+		{"within the cache time", DefaultLatestTTL - time.Second, nil, 3, http.StatusOK, 1},
+		{"expired", time.Second, nil, 2, http.StatusOK, 2},
+		{"a failure within the cache time is not seen", DefaultLatestTTL / 2, down, 2, http.StatusOK, 2},
+		{"a failure after it", DefaultLatestTTL / 2, down, 1, http.StatusBadGateway, 3},
+		{"the failure is cached", DefaultLatestTTL - time.Second, down, 4, http.StatusBadGateway, 3},
+		{"recovered, still cached", 0, nil, 2, http.StatusBadGateway, 3},
+		{"retried after the cache time", time.Second, nil, 3, http.StatusOK, 4},
+	}
+	for _, st := range steps {
+		clk.Add(st.advance)
+		cat.mu.Lock()
+		cat.err = st.catErr
+		cat.mu.Unlock()
+		for i := range st.gets {
+			r := await(t, getAsync(t.Context(), base+"/v1/images/latest"), st.name)
+			if r.err != nil || r.code != st.wantCode {
+				t.Errorf("%s: GET %d: %d %q %v, want %d", st.name, i+1, r.code, r.body, r.err, st.wantCode)
+			}
+			if r.code == http.StatusBadGateway && !strings.Contains(r.body, "catalog down") {
+				t.Errorf("%s: 502 without the reason: %s", st.name, r.body)
+			}
+		}
+		if got := gc.count(); got != st.wantCalls*perLookup {
+			t.Errorf("%s: %d catalog calls, want %d look-ups (%d calls)", st.name, got, st.wantCalls, st.wantCalls*perLookup)
+		}
 	}
 }
