@@ -385,7 +385,7 @@ cron: every schedule.check_interval it builds the images that are due
 (missing, older than schedule.interval, or a new runner release), and it
 serves on --listen (default serve.listen, 127.0.0.1:9180):
 
-  GET /healthz            200 with a JSON status
+  GET /healthz            200 "ok", or 503 "failing" and why (the log has the details)
   GET /metrics            Prometheus metrics
   GET /v1/images/latest   the newest images, as "latest --format json"
 

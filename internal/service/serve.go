@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,7 +38,8 @@ const (
 // Config.CheckInterval (and once at start) it builds the cells that are
 // due (Build with IfDue), and it answers
 //
-//	GET /healthz            200 and a JSON status
+//	GET /healthz            a JSON status: 200 "ok", or 503 "failing"
+//	                        when the last check failed, and why
 //	GET /metrics            Prometheus metrics (s.Metrics)
 //	GET /v1/images/latest   the LatestDocument, as `latest --format json`
 //
@@ -125,7 +128,7 @@ type handlers struct {
 	mu        sync.Mutex
 	building  bool
 	lastCheck time.Time
-	lastErr   string
+	unhealthy string // why the last check failed, one line; "" when it did not
 }
 
 func (h *handlers) setBuilding(b bool) {
@@ -135,31 +138,63 @@ func (h *handlers) setBuilding(b bool) {
 }
 
 func (h *handlers) checked(rep *Report, err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.lastCheck = h.s.now()
-	h.lastErr = ""
-	if err != nil {
-		h.lastErr = oneLine(err.Error())
-	}
 	if rep != nil && rep.Latest != nil {
 		h.images.store(rep.Latest, nil, h.s.now())
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lastCheck = h.s.now()
+	h.unhealthy = checkFailure(rep, err)
 }
 
+// checkFailure says in one line why a scheduled check failed: which
+// images failed with which exit code, or the kind and exit code of the
+// failure. It quotes no message: a build's error carries the tails of the
+// guest's console and cloud-init log, a callback's its output, and those
+// go to the log only (scheduleLoop and buildCell log them).
+func checkFailure(rep *Report, err error) string {
+	if err == nil {
+		return ""
+	}
+	var failed []string
+	built := 0
+	if rep != nil {
+		for _, c := range rep.Cells {
+			if c.Skipped {
+				continue
+			}
+			built++
+			if c.Err != nil {
+				failed = append(failed, fmt.Sprintf("%s (exit %d)", c.ImageName, c.ExitCode))
+			}
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Sprintf("last check: %d of %d image builds failed: %s; the log has the details",
+			len(failed), built, strings.Join(failed, ", "))
+	}
+	return fmt.Sprintf("last check failed: %s (exit %d); the log has the details", errs.KindOf(err), errs.ExitCode(err))
+}
+
+// healthStatus is GET /healthz: status "ok" (200) or "failing" (503),
+// and why in one line.
 type healthStatus struct {
 	Status    string    `json:"status"`
+	Reason    string    `json:"reason,omitempty"`
 	Started   time.Time `json:"started"`
 	Building  bool      `json:"building"`
 	LastCheck time.Time `json:"last_check,omitzero"`
-	LastError string    `json:"last_error,omitempty"`
 }
 
 func (h *handlers) health(w http.ResponseWriter, _ *http.Request) {
 	h.mu.Lock()
-	st := healthStatus{Status: "ok", Started: h.started, Building: h.building, LastCheck: h.lastCheck, LastError: h.lastErr}
+	st := healthStatus{Status: "ok", Reason: h.unhealthy, Started: h.started, Building: h.building, LastCheck: h.lastCheck}
 	h.mu.Unlock()
-	writeJSON(w, http.StatusOK, st)
+	code := http.StatusOK
+	if st.Reason != "" {
+		st.Status, code = "failing", http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, st)
 }
 
 // latest answers from the latest look-up (see latestCache).

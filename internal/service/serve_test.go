@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 )
 
@@ -63,7 +66,7 @@ func TestServe(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if health.Status != "ok" || health.LastError != "" || len(b.specs()) != 2 {
+	if health.Status != "ok" || health.Reason != "" || len(b.specs()) != 2 {
 		t.Errorf("health %+v after %d builds", health, len(b.specs()))
 	}
 
@@ -328,5 +331,111 @@ func TestServeLatestCache(t *testing.T) {
 		if got := gc.count(); got != st.wantCalls*perLookup {
 			t.Errorf("%s: %d catalog calls, want %d look-ups (%d calls)", st.name, got, st.wantCalls, st.wantCalls*perLookup)
 		}
+	}
+}
+
+// syncBuffer is a log destination tests read while Serve writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// consoleTail is how a failed guest step's error ends (builder.GuestFailure).
+const consoleTail = "\n--- last lines of the console ---\n[   12.3] cloud-init[600]: console-tail-line"
+
+// /healthz says healthy or not and why in one line; the failed build's
+// console tail goes to the log, never to /healthz.
+func TestServeHealthSaysWhyNotTheConsole(t *testing.T) {
+	s, b, _, _ := testService(t, testConfig(t, ""))
+	var logBuf syncBuffer
+	s.Log = slog.New(slog.NewTextHandler(io.MultiWriter(&logBuf, testWriter{t}), nil))
+	b.fail = func(spec config.RunSpec, _ int) error {
+		if spec.ImageName == "grib-jammy-x64" {
+			return &errs.Error{Kind: errs.KindBuild, Err: errors.New("cloud-init: status error" + consoleTail)}
+		}
+		return nil
+	}
+	checked := make(chan struct{}, 1)
+	s.Sleep = func(ctx context.Context, _ time.Duration) error {
+		select {
+		case checked <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	base, _ := serveOn(t, s, ServeOptions{})
+	await(t, checked, "the first scheduled check")
+
+	r := await(t, getAsync(t.Context(), base+"/healthz"), "GET /healthz")
+	var health struct{ Status, Reason string }
+	if r.err != nil || json.Unmarshal([]byte(r.body), &health) != nil {
+		t.Fatalf("/healthz: %q %v", r.body, r.err)
+	}
+	if r.code != http.StatusServiceUnavailable || health.Status != "failing" {
+		t.Errorf("/healthz after a failed build: %d %q, want 503 failing", r.code, health.Status)
+	}
+	want := "last check: 1 of 2 image builds failed: grib-jammy-x64 (exit 6); the log has the details"
+	if health.Reason != want {
+		t.Errorf("reason %q, want %q", health.Reason, want)
+	}
+	if strings.Contains(r.body, "console-tail-line") {
+		t.Errorf("/healthz shows the console tail: %s", r.body)
+	}
+	if !strings.Contains(logBuf.String(), "console-tail-line") {
+		t.Error("the log lacks the failed build's console tail")
+	}
+}
+
+func TestCheckFailure(t *testing.T) {
+	cell := func(name string, err error) CellResult {
+		r := CellResult{Cell: Cell{ImageName: name}}
+		if err != nil {
+			r.Err, r.Error, r.ExitCode = err, oneLine(err.Error()), errs.ExitCode(err)
+		}
+		return r
+	}
+	guest := &errs.Error{Kind: errs.KindBuild, Err: errors.New("script failed" + consoleTail)}
+	verify := &errs.Error{Kind: errs.KindVerify, Err: errors.New("check runner failed" + consoleTail)}
+	tests := []struct {
+		name string
+		rep  *Report
+		err  error
+		want string
+	}{
+		{"ok", &Report{Cells: []CellResult{cell("a", nil)}}, nil, ""},
+		{"one of two", &Report{Cells: []CellResult{cell("a", nil), cell("b", guest)}},
+			errs.New(errs.KindPartial, "1 of 2 image builds failed: b: %v", guest),
+			"last check: 1 of 2 image builds failed: b (exit 6); the log has the details"},
+		{"all, skipped not counted", &Report{Cells: []CellResult{{Cell: Cell{ImageName: "s"}, Skipped: true}, cell("a", verify), cell("b", guest)}},
+			verify, "last check: 2 of 2 image builds failed: a (exit 7), b (exit 6); the log has the details"},
+		{"callback", &Report{Cells: []CellResult{cell("a", nil)}},
+			errs.New(errs.KindCallback, "success callback /bin/hook exit status 1: callback-output-line"),
+			"last check failed: callback-failed (exit 11); the log has the details"},
+		{"no report", nil, errs.New(errs.KindUnreachable, "listing grib in cloud c1: reset"),
+			"last check failed: unreachable (exit 3); the log has the details"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := checkFailure(tt.rep, tt.err)
+			if got != tt.want {
+				t.Errorf("checkFailure = %q, want %q", got, tt.want)
+			}
+			if strings.ContainsAny(got, "\n") || strings.Contains(got, "tail-line") || strings.Contains(got, "output-line") {
+				t.Errorf("checkFailure quotes a message: %q", got)
+			}
+		})
 	}
 }
