@@ -206,6 +206,16 @@ func TestSetupCommand(t *testing.T) {
 	checkUsage(t, runApp(t, testEnv(), Backend{}, append(args[:len(args):len(args)], "--mode", "root")...), "--mode")
 }
 
+// serve --listen on an address other than loopback needs
+// serve.allow_remote: refused before anything listens.
+func TestServeListenRemoteRefused(t *testing.T) {
+	cfg := serviceConfig(t, "")
+	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
+		checkUsage(t, runApp(t, testEnv(), Backend{}, "serve", "--config", cfg, "--no-schedule", "--listen", addr),
+			"--listen: "+addr+" is not a loopback address: set serve.allow_remote: true in "+cfg)
+	}
+}
+
 // serve as a real process: it answers /healthz (failing: the cloud is not
 // there) and /metrics, and SIGTERM stops it cleanly (exit 0) even while its
 // first check fails to reach the cloud.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -55,6 +56,15 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, opts ServeOptions)
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 10 * time.Second
 	}
+	log := s.log()
+	// The address listened on, names resolved: serve.allow_remote's rule
+	// once more (--listen, or a name that resolved elsewhere).
+	if remote := !listenerOnLoopback(ln.Addr()); remote && !s.Config.AllowRemote {
+		return errs.Usage("serving on %s, not a loopback address: set serve.allow_remote: true in %s to let other hosts reach it", ln.Addr(), s.Config.Path)
+	} else if remote {
+		log.Warn("serving on an address other hosts can reach (serve.allow_remote): /healthz, /metrics and /v1/images/latest answer anyone who can connect; limit who can with a firewall",
+			"addr", ln.Addr().String())
+	}
 	if dir, err := s.Config.serviceDir(s.getenv); err == nil {
 		if st, err := (stateStore{dir: dir}).Load(); err == nil {
 			s.Metrics.SetState(st)
@@ -74,7 +84,6 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, opts ServeOptions)
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	log := s.log()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving", "addr", ln.Addr().String(), "check_interval", s.Config.CheckInterval, "schedule", !opts.NoSchedule)
@@ -100,6 +109,19 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, opts ServeOptions)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// listenerOnLoopback reports whether a listener's address is loopback only.
+func listenerOnLoopback(a net.Addr) bool {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.IsLoopback()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // scheduleLoop checks at once, then every CheckInterval, until ctx ends.

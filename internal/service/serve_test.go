@@ -439,3 +439,55 @@ func TestCheckFailure(t *testing.T) {
 		})
 	}
 }
+
+// addrListener has an address and no connections: Accept fails at once,
+// so Serve returns as soon as it serves. No socket is opened.
+type addrListener struct{ addr net.Addr }
+
+func (l addrListener) Accept() (net.Conn, error) {
+	return nil, errors.New("addrListener: no connections")
+}
+func (l addrListener) Close() error   { return nil }
+func (l addrListener) Addr() net.Addr { return l.addr }
+
+// Serve refuses an address other than loopback (--listen, or a name that
+// resolved elsewhere) without serve.allow_remote, and warns with it.
+func TestServeRemoteNeedsAllowRemote(t *testing.T) {
+	tests := []struct {
+		name, extra string
+		addr        net.Addr
+		wantErr     string // "" = past the check
+		wantWarn    bool
+	}{
+		{"every interface refused", "", &net.TCPAddr{IP: net.IPv4zero, Port: 9180},
+			"serving on 0.0.0.0:9180, not a loopback address: set serve.allow_remote: true in ", false},
+		{"an interface refused", "", &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 9180}, "set serve.allow_remote: true", false},
+		{"allowed with a warning", "serve: {allow_remote: true}\n", &net.TCPAddr{IP: net.IPv4zero, Port: 9180}, "", true},
+		{"loopback", "", &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 9180}, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _, _, _ := testService(t, testConfig(t, tt.extra))
+			var logBuf syncBuffer
+			s.Log = slog.New(slog.NewTextHandler(io.MultiWriter(&logBuf, testWriter{t}), nil))
+			err := s.Serve(t.Context(), addrListener{tt.addr}, ServeOptions{NoSchedule: true})
+			if tt.wantErr != "" {
+				if !errs.Is(err, errs.KindUsage) || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
+					t.Errorf("Serve: %v, want a one-line usage error with %q", err, tt.wantErr)
+				}
+				if strings.Contains(logBuf.String(), "msg=serving") {
+					t.Error("served after refusing")
+				}
+				return
+			}
+			if errs.Is(err, errs.KindUsage) {
+				t.Errorf("Serve refused: %v", err)
+			}
+			warned := strings.Contains(logBuf.String(), "level=WARN") && strings.Contains(logBuf.String(), "serve.allow_remote") &&
+				strings.Contains(logBuf.String(), "addr=0.0.0.0:9180")
+			if warned != tt.wantWarn {
+				t.Errorf("warned %v, want %v:\n%s", warned, tt.wantWarn, logBuf.String())
+			}
+		})
+	}
+}
