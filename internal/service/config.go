@@ -521,17 +521,17 @@ func (v *validator) convert(fc *fileConfig) *Config {
 		c.Listen = DefaultListen
 	} else if host, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
 		v.fail("serve.listen", "%q: use host:port, e.g. %s", c.Listen, DefaultListen)
-	} else if !c.AllowRemote && !LoopbackHost(host) {
+	} else if !c.AllowRemote && !loopbackHost(host) {
 		v.fail("serve.listen", "%q is not a loopback address: set serve.allow_remote: true to let other hosts reach it", c.Listen)
 	}
 	v.settings(c)
 	return c
 }
 
-// LoopbackHost reports whether host, of a host:port to listen on, is
+// loopbackHost reports whether host, of a host:port to listen on, is
 // loopback only: a loopback IP address or localhost. An empty host,
 // 0.0.0.0 and :: are every interface; any other name may be anywhere.
-func LoopbackHost(host string) bool {
+func loopbackHost(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}
@@ -547,7 +547,7 @@ func (c *Config) CheckListen(addr string) error {
 	if err != nil {
 		return errs.Wrap(errs.KindUsage, err, "%q: use host:port, e.g. %s", addr, DefaultListen)
 	}
-	if !c.AllowRemote && !LoopbackHost(host) {
+	if !c.AllowRemote && !loopbackHost(host) {
 		return errs.Usage("%s is not a loopback address: set serve.allow_remote: true in %s to let other hosts reach it", addr, c.Path)
 	}
 	return nil

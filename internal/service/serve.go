@@ -103,7 +103,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, opts ServeOptions)
 		log.Warn("HTTP shutdown", "error", err)
 	}
 	loop.Wait()
-	h.images.running.Wait()
+	h.images.close()
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return errs.Wrap(errs.KindInternal, serveErr, "serving HTTP on %s", ln.Addr())
 	}
@@ -256,6 +256,7 @@ type latestCache struct {
 	running sync.WaitGroup // the look-up goroutine, waited for by Serve
 
 	mu       sync.Mutex
+	closed   bool // Serve is done: no look-up starts
 	doc      *LatestDocument
 	err      error
 	at       time.Time     // when the answer's look-up started; zero: no answer yet
@@ -270,6 +271,10 @@ func (c *latestCache) get(ctx context.Context) (*LatestDocument, error) {
 		return c.doc, c.err
 	}
 	done := c.inflight
+	if done == nil && c.closed {
+		c.mu.Unlock()
+		return nil, errs.New(errs.KindInterrupted, "the server is stopping")
+	}
 	if done == nil {
 		done = make(chan struct{})
 		c.inflight = done
@@ -294,6 +299,14 @@ func (c *latestCache) get(ctx context.Context) (*LatestDocument, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.doc, c.err
+}
+
+// close waits for the running look-up and lets no other start.
+func (c *latestCache) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.running.Wait()
 }
 
 // store records an answer whose look-up started at at (the scheduler's
