@@ -212,7 +212,7 @@ func TestServeListenRemoteRefused(t *testing.T) {
 	cfg := serviceConfig(t, "")
 	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
 		checkUsage(t, runApp(t, testEnv(), Backend{}, "serve", "--config", cfg, "--no-schedule", "--listen", addr),
-			"--listen: "+addr+" is not a loopback address: set serve.allow_remote: true in "+cfg)
+			"--listen: \""+addr+"\" is not a loopback address: set serve.allow_remote: true in "+cfg)
 	}
 }
 

@@ -545,10 +545,10 @@ func loopbackHost(host string) bool {
 func (c *Config) CheckListen(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return errs.Wrap(errs.KindUsage, err, "%q: use host:port, e.g. %s", addr, DefaultListen)
+		return errs.Usage("%q: use host:port, e.g. %s", addr, DefaultListen)
 	}
 	if !c.AllowRemote && !loopbackHost(host) {
-		return errs.Usage("%s is not a loopback address: set serve.allow_remote: true in %s to let other hosts reach it", addr, c.Path)
+		return errs.Usage("%q is not a loopback address: set serve.allow_remote: true in %s to let other hosts reach it", addr, c.Path)
 	}
 	return nil
 }

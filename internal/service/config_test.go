@@ -1,6 +1,8 @@
 package service
 
 import (
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -219,7 +221,7 @@ func TestCheckListen(t *testing.T) {
 		{local, "127.0.0.1:0", ""},
 		{local, "[::1]:0", ""},
 		{local, "[::ffff:127.0.0.1]:0", ""},
-		{local, "0.0.0.0:9180", "0.0.0.0:9180 is not a loopback address: set serve.allow_remote: true in /etc/grib.yaml"},
+		{local, "0.0.0.0:9180", `"0.0.0.0:9180" is not a loopback address: set serve.allow_remote: true in /etc/grib.yaml`},
 		{local, ":9180", "is not a loopback address"},
 		{local, "10.1.2.3:9180", "is not a loopback address"},
 		{local, "nohost", "use host:port"},
@@ -235,6 +237,46 @@ func TestCheckListen(t *testing.T) {
 			t.Errorf("allow_remote %v, %s: %v, want a usage error with %q", tt.c.AllowRemote, tt.addr, err, tt.wantErr)
 		}
 	}
+}
+
+// CheckListen accepts without serve.allow_remote only a loopback IP
+// address or localhost, with allow_remote every host:port, and refuses in
+// one line.
+func FuzzCheckListen(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:9180", "[::1]:0", "localhost:1", "0.0.0.0:9180", ":9180", "[::]:1",
+		"[::ffff:127.0.0.1]:1", "[fe80::1%lo]:1", "127.0.0.1", "a\nb:1", "LOCALHOST:80"} {
+		f.Add(s)
+	}
+	local, err := ParseConfig("/etc/grib.yaml", []byte(minimalConfig))
+	if err != nil {
+		f.Fatal(err)
+	}
+	remote, err := ParseConfig("/etc/grib.yaml", []byte(minimalConfig+"serve: {allow_remote: true}\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, addr string) {
+		lerr, rerr := local.CheckListen(addr), remote.CheckListen(addr)
+		for _, err := range []error{lerr, rerr} {
+			if err != nil && (!errs.Is(err, errs.KindUsage) || strings.ContainsAny(err.Error(), "\n\r")) {
+				t.Fatalf("%q: %v: want a one-line usage error", addr, err)
+			}
+		}
+		host, _, splitErr := net.SplitHostPort(addr)
+		if (rerr == nil) != (splitErr == nil) {
+			t.Fatalf("%q: allow_remote: %v, but host:port split: %v", addr, rerr, splitErr)
+		}
+		if lerr != nil {
+			return
+		}
+		if rerr != nil {
+			t.Fatalf("%q: accepted on loopback only, refused with allow_remote: %v", addr, rerr)
+		}
+		ip, perr := netip.ParseAddr(host)
+		if !strings.EqualFold(host, "localhost") && (perr != nil || !ip.Unmap().IsLoopback() || ip.IsUnspecified()) {
+			t.Fatalf("%q: host %q accepted without serve.allow_remote", addr, host)
+		}
+	})
 }
 
 // A secret written as a value in the configuration is refused without
