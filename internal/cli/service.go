@@ -385,7 +385,7 @@ cron: every schedule.check_interval it builds the images that are due
 (missing, older than schedule.interval, or a new runner release), and it
 serves on --listen (default serve.listen, 127.0.0.1:9180):
 
-  GET /healthz            200 with a JSON status
+  GET /healthz            200 "ok", or 503 "failing" and why (the log has the details)
   GET /metrics            Prometheus metrics
   GET /v1/images/latest   the newest images, as "latest --format json"
 
@@ -400,6 +400,9 @@ server and exits 0.`,
 			addr := s.Config.Listen
 			if listen != "" {
 				addr = listen
+				if err := s.Config.CheckListen(addr); err != nil {
+					return errs.Wrap(errs.KindUsage, err, "--listen")
+				}
 			}
 			var lc net.ListenConfig
 			ln, err := lc.Listen(cmd.Context(), "tcp", addr)
@@ -413,7 +416,7 @@ server and exits 0.`,
 	fl := cmd.Flags()
 	fl.SortFlags = false
 	fl.StringVar(&cfgPath, "config", "", configFlagHelp)
-	fl.StringVar(&listen, "listen", "", "host:port to serve on (default serve.listen of the configuration, 127.0.0.1:9180)")
+	fl.StringVar(&listen, "listen", "", "host:port to serve on (default serve.listen of the configuration, 127.0.0.1:9180); other than loopback needs serve.allow_remote: true")
 	fl.BoolVar(&noSchedule, "no-schedule", false, "serve HTTP only; never build")
 	return cmd
 }

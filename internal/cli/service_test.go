@@ -206,8 +206,19 @@ func TestSetupCommand(t *testing.T) {
 	checkUsage(t, runApp(t, testEnv(), Backend{}, append(args[:len(args):len(args)], "--mode", "root")...), "--mode")
 }
 
-// serve as a real process: it answers /healthz and /metrics, and SIGTERM
-// stops it cleanly (exit 0) even while its first check fails to reach the cloud.
+// serve --listen on an address other than loopback needs
+// serve.allow_remote: refused before anything listens.
+func TestServeListenRemoteRefused(t *testing.T) {
+	cfg := serviceConfig(t, "")
+	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
+		checkUsage(t, runApp(t, testEnv(), Backend{}, "serve", "--config", cfg, "--no-schedule", "--listen", addr),
+			"--listen: \""+addr+"\" is not a loopback address: set serve.allow_remote: true in "+cfg)
+	}
+}
+
+// serve as a real process: it answers /healthz (failing: the cloud is not
+// there) and /metrics, and SIGTERM stops it cleanly (exit 0) even while its
+// first check fails to reach the cloud.
 func TestServeProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -267,18 +278,22 @@ func TestServeProcess(t *testing.T) {
 	if code, _ := check["exit_code"].(float64); code != 3 {
 		t.Errorf("the first check should fail as unreachable (3): %v", check)
 	}
-	for path, want := range map[string]string{
-		"/healthz": `"status": "ok"`,
-		"/metrics": `github_runner_image_builder_builds_total{result="success"} 0`,
+	for _, get := range []struct {
+		path string
+		code int
+		want string
+	}{
+		{"/healthz", http.StatusServiceUnavailable, `"reason": "last check failed: unreachable (exit 3); the log has the details"`},
+		{"/metrics", http.StatusOK, `github_runner_image_builder_builds_total{result="success"} 0`},
 	} {
-		resp, err := http.Get("http://" + addr + path)
+		resp, err := http.Get("http://" + addr + get.path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
-			t.Errorf("GET %s: %d, lacks %q:\n%.400s", path, resp.StatusCode, want, body)
+		if resp.StatusCode != get.code || !strings.Contains(string(body), get.want) {
+			t.Errorf("GET %s: %d (want %d), lacks %q:\n%.400s", get.path, resp.StatusCode, get.code, get.want, body)
 		}
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -74,6 +75,9 @@ type Config struct {
 	StateDir         string // "" = the default state directory of Prefix
 	TextfileDir      string // node_exporter textfile collector directory, or ""
 	Listen           string
+	// AllowRemote lets serve listen on an address other than loopback
+	// (serve.allow_remote); without it such an address is refused.
+	AllowRemote bool
 }
 
 // SecretRef says where a secret is read from: a file (its content, one
@@ -294,7 +298,8 @@ type fileConfig struct {
 		TextfileDir string `yaml:"textfile_dir"`
 	} `yaml:"metrics"`
 	Serve struct {
-		Listen string `yaml:"listen"`
+		Listen      string `yaml:"listen"`
+		AllowRemote bool   `yaml:"allow_remote"`
 	} `yaml:"serve"`
 }
 
@@ -458,7 +463,7 @@ func (v *validator) convert(fc *fileConfig) *Config {
 		OnSuccess:   fc.Callback.OnSuccess, OnFailure: fc.Callback.OnFailure,
 		LatestFile: fc.LatestFile, BaseImageURL: fc.BaseImageURL,
 		CacheDir: fc.CacheDir, StateDir: fc.StateDir, TextfileDir: fc.Metrics.TextfileDir,
-		Listen: fc.Serve.Listen,
+		Listen: fc.Serve.Listen, AllowRemote: fc.Serve.AllowRemote,
 	}
 	// The build settings are parsed here and checked by the rules every
 	// build is checked by (v.settings); what is checked here is the
@@ -514,11 +519,38 @@ func (v *validator) convert(fc *fileConfig) *Config {
 	v.checkPath("metrics.textfile_dir", c.TextfileDir)
 	if c.Listen == "" {
 		c.Listen = DefaultListen
-	} else if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+	} else if host, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
 		v.fail("serve.listen", "%q: use host:port, e.g. %s", c.Listen, DefaultListen)
+	} else if !c.AllowRemote && !loopbackHost(host) {
+		v.fail("serve.listen", "%q is not a loopback address: set serve.allow_remote: true to let other hosts reach it", c.Listen)
 	}
 	v.settings(c)
 	return c
+}
+
+// loopbackHost reports whether host, of a host:port to listen on, is
+// loopback only: a loopback IP address or localhost. An empty host,
+// 0.0.0.0 and :: are every interface; any other name may be anywhere.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// CheckListen applies serve.allow_remote's rule to addr, the host:port
+// serve is to listen on (serve.listen, or the --listen flag): an address
+// other than loopback needs serve.allow_remote: true.
+func (c *Config) CheckListen(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errs.Usage("%q: use host:port, e.g. %s", addr, DefaultListen)
+	}
+	if !c.AllowRemote && !loopbackHost(host) {
+		return errs.Usage("%q is not a loopback address: set serve.allow_remote: true in %s to let other hosts reach it", addr, c.Path)
+	}
+	return nil
 }
 
 // settings checks every cell's build settings by the rules `run` is

@@ -1,6 +1,8 @@
 package service
 
 import (
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -146,6 +148,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"output dir on openstack", minimalConfig + "local: {output_dir: /srv}\n", "c.yaml:6: local.output_dir: applies only to builder local"},
 		{"skip checks alone", minimalConfig + "skip_default_checks: true\n", "c.yaml:6: skip_default_checks: needs user_data_file"},
 		{"listen", minimalConfig + "serve: {listen: localhost}\n", "serve.listen"},
+		{"listen on every interface", minimalConfig + "serve:\n  listen: 0.0.0.0:9180\n", `c.yaml:7: serve.listen: "0.0.0.0:9180" is not a loopback address: set serve.allow_remote: true`},
+		{"listen without a host", minimalConfig + "serve: {listen: \":9180\"}\n", `c.yaml:6: serve.listen: ":9180" is not a loopback address`},
+		{"listen on ::", minimalConfig + "serve: {listen: \"[::]:9180\"}\n", `serve.listen: "[::]:9180" is not a loopback address`},
+		{"listen on a name", minimalConfig + "serve: {listen: \"builder.internal:9180\"}\n", `serve.listen: "builder.internal:9180" is not a loopback address`},
+		{"listen remote, allow_remote false", minimalConfig + "serve: {listen: \"192.0.2.7:9180\", allow_remote: false}\n", `serve.listen: "192.0.2.7:9180" is not a loopback address`},
+		{"allow_remote not a bool", minimalConfig + "serve: {allow_remote: maybe}\n", "c.yaml:6: cannot unmarshal"},
 		{"secret two sources", minimalConfig + "script:\n  secrets:\n    A: {file: /a, env: B}\n", "c.yaml:8: a secret needs exactly one of file or env"},
 		{"secret relative file", minimalConfig + "script:\n  secrets:\n    A: {file: a}\n", "secret file \"a\": give an absolute path"},
 		{"secret name", minimalConfig + "script:\n  secrets:\n    a-b: {env: X}\n", "script.secrets.a-b"},
@@ -164,6 +172,111 @@ func TestParseConfigErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serve.listen: loopback, or anything with serve.allow_remote: true.
+func TestParseConfigListen(t *testing.T) {
+	tests := []struct {
+		serve, listen string
+		remote        bool
+	}{
+		{"{listen: \"127.0.0.1:9180\"}", "127.0.0.1:9180", false},
+		{"{listen: \"127.8.0.1:0\"}", "127.8.0.1:0", false},
+		{"{listen: \"[::1]:9180\"}", "[::1]:9180", false},
+		{"{listen: \"localhost:9180\"}", "localhost:9180", false},
+		{"{listen: \"0.0.0.0:9180\", allow_remote: true}", "0.0.0.0:9180", true},
+		{"{listen: \":9180\", allow_remote: true}", ":9180", true},
+		{"{allow_remote: true}", DefaultListen, true},
+	}
+	for _, tt := range tests {
+		c, err := ParseConfig("c.yaml", []byte(minimalConfig+"serve: "+tt.serve+"\n"))
+		if err != nil {
+			t.Errorf("serve: %s: %v", tt.serve, err)
+			continue
+		}
+		if c.Listen != tt.listen || c.AllowRemote != tt.remote {
+			t.Errorf("serve: %s: listen %q allow_remote %v, want %q %v", tt.serve, c.Listen, c.AllowRemote, tt.listen, tt.remote)
+		}
+		if err := c.CheckListen(c.Listen); err != nil {
+			t.Errorf("serve: %s: CheckListen(%s): %v", tt.serve, c.Listen, err)
+		}
+	}
+}
+
+// CheckListen is the same rule for --listen.
+func TestCheckListen(t *testing.T) {
+	local, err := ParseConfig("/etc/grib.yaml", []byte(minimalConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote, err := ParseConfig("/etc/grib.yaml", []byte(minimalConfig+"serve: {allow_remote: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		c       *Config
+		addr    string
+		wantErr string
+	}{
+		{local, "127.0.0.1:0", ""},
+		{local, "[::1]:0", ""},
+		{local, "[::ffff:127.0.0.1]:0", ""},
+		{local, "0.0.0.0:9180", `"0.0.0.0:9180" is not a loopback address: set serve.allow_remote: true in /etc/grib.yaml`},
+		{local, ":9180", "is not a loopback address"},
+		{local, "10.1.2.3:9180", "is not a loopback address"},
+		{local, "nohost", "use host:port"},
+		{remote, "0.0.0.0:9180", ""},
+		{remote, "10.1.2.3:9180", ""},
+	}
+	for _, tt := range tests {
+		err := tt.c.CheckListen(tt.addr)
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("allow_remote %v, %s: %v", tt.c.AllowRemote, tt.addr, err)
+		case tt.wantErr != "" && (err == nil || !errs.Is(err, errs.KindUsage) || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("allow_remote %v, %s: %v, want a usage error with %q", tt.c.AllowRemote, tt.addr, err, tt.wantErr)
+		}
+	}
+}
+
+// CheckListen accepts without serve.allow_remote only a loopback IP
+// address or localhost, with allow_remote every host:port, and refuses in
+// one line.
+func FuzzCheckListen(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:9180", "[::1]:0", "localhost:1", "0.0.0.0:9180", ":9180", "[::]:1",
+		"[::ffff:127.0.0.1]:1", "[fe80::1%lo]:1", "127.0.0.1", "a\nb:1", "LOCALHOST:80"} {
+		f.Add(s)
+	}
+	local, err := ParseConfig("/etc/grib.yaml", []byte(minimalConfig))
+	if err != nil {
+		f.Fatal(err)
+	}
+	remote, err := ParseConfig("/etc/grib.yaml", []byte(minimalConfig+"serve: {allow_remote: true}\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, addr string) {
+		lerr, rerr := local.CheckListen(addr), remote.CheckListen(addr)
+		for _, err := range []error{lerr, rerr} {
+			if err != nil && (!errs.Is(err, errs.KindUsage) || strings.ContainsAny(err.Error(), "\n\r")) {
+				t.Fatalf("%q: %v: want a one-line usage error", addr, err)
+			}
+		}
+		host, _, splitErr := net.SplitHostPort(addr)
+		if (rerr == nil) != (splitErr == nil) {
+			t.Fatalf("%q: allow_remote: %v, but host:port split: %v", addr, rerr, splitErr)
+		}
+		if lerr != nil {
+			return
+		}
+		if rerr != nil {
+			t.Fatalf("%q: accepted on loopback only, refused with allow_remote: %v", addr, rerr)
+		}
+		ip, perr := netip.ParseAddr(host)
+		if !strings.EqualFold(host, "localhost") && (perr != nil || !ip.Unmap().IsLoopback() || ip.IsUnspecified()) {
+			t.Fatalf("%q: host %q accepted without serve.allow_remote", addr, host)
+		}
+	})
 }
 
 // A secret written as a value in the configuration is refused without

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,17 +19,28 @@ import (
 type ServeOptions struct {
 	// NoSchedule serves HTTP only: no build is ever started.
 	NoSchedule bool
-	// LatestTTL is how long GET /v1/images/latest reuses a look-up (default 30s).
+	// LatestTTL is how long GET /v1/images/latest reuses a look-up's
+	// answer, the images or the failure (default DefaultLatestTTL).
 	LatestTTL time.Duration
 	// ShutdownTimeout bounds the HTTP shutdown (default 10s).
 	ShutdownTimeout time.Duration
 }
 
+// GET /v1/images/latest looks the images up at most once per
+// DefaultLatestTTL, failures included: a cloud that fails is asked again
+// after DefaultLatestTTL, not at every request. One look-up takes at most
+// latestLookupTimeout.
+const (
+	DefaultLatestTTL    = 30 * time.Second
+	latestLookupTimeout = time.Minute
+)
+
 // Serve runs the builder host as a daemon on ln until ctx ends: every
 // Config.CheckInterval (and once at start) it builds the cells that are
 // due (Build with IfDue), and it answers
 //
-//	GET /healthz            200 and a JSON status
+//	GET /healthz            a JSON status: 200 "ok", or 503 "failing"
+//	                        when the last check failed, and why
 //	GET /metrics            Prometheus metrics (s.Metrics)
 //	GET /v1/images/latest   the LatestDocument, as `latest --format json`
 //
@@ -37,17 +51,27 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, opts ServeOptions)
 		s.Metrics = NewMetrics(true, s.Now)
 	}
 	if opts.LatestTTL <= 0 {
-		opts.LatestTTL = 30 * time.Second
+		opts.LatestTTL = DefaultLatestTTL
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 10 * time.Second
+	}
+	log := s.log()
+	// The address listened on, names resolved: serve.allow_remote's rule
+	// once more (--listen, or a name that resolved elsewhere).
+	if remote := !listenerOnLoopback(ln.Addr()); remote && !s.Config.AllowRemote {
+		return errs.Usage("serving on %s, not a loopback address: set serve.allow_remote: true in %s to let other hosts reach it", ln.Addr(), s.Config.Path)
+	} else if remote {
+		log.Warn("serving on an address other hosts can reach (serve.allow_remote): /healthz, /metrics and /v1/images/latest answer anyone who can connect; limit who can with a firewall",
+			"addr", ln.Addr().String())
 	}
 	if dir, err := s.Config.serviceDir(s.getenv); err == nil {
 		if st, err := (stateStore{dir: dir}).Load(); err == nil {
 			s.Metrics.SetState(st)
 		}
 	}
-	h := &handlers{s: s, ttl: opts.LatestTTL, started: s.now()}
+	h := &handlers{s: s, started: s.now(),
+		images: &latestCache{ctx: ctx, lookup: s.latestDocument, now: s.now, ttl: opts.LatestTTL}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", h.health)
 	mux.Handle("GET /metrics", s.Metrics.Handler())
@@ -60,7 +84,6 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, opts ServeOptions)
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	log := s.log()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving", "addr", ln.Addr().String(), "check_interval", s.Config.CheckInterval, "schedule", !opts.NoSchedule)
@@ -80,11 +103,25 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, opts ServeOptions)
 		log.Warn("HTTP shutdown", "error", err)
 	}
 	loop.Wait()
+	h.images.close()
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return errs.Wrap(errs.KindInternal, serveErr, "serving HTTP on %s", ln.Addr())
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// listenerOnLoopback reports whether a listener's address is loopback only.
+func listenerOnLoopback(a net.Addr) bool {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.IsLoopback()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // scheduleLoop checks at once, then every CheckInterval, until ctx ends.
@@ -106,15 +143,14 @@ func (s *Service) scheduleLoop(ctx context.Context, h *handlers) {
 // handlers serve the HTTP API.
 type handlers struct {
 	s       *Service
-	ttl     time.Duration
 	started time.Time
+	images  *latestCache
 
+	// mu guards what /healthz shows; it is never held while waiting.
 	mu        sync.Mutex
 	building  bool
 	lastCheck time.Time
-	lastErr   string
-	doc       *LatestDocument
-	docAt     time.Time
+	unhealthy string // why the last check failed, one line; "" when it did not
 }
 
 func (h *handlers) setBuilding(b bool) {
@@ -124,51 +160,168 @@ func (h *handlers) setBuilding(b bool) {
 }
 
 func (h *handlers) checked(rep *Report, err error) {
+	if rep != nil && rep.Latest != nil {
+		h.images.store(rep.Latest, nil, h.s.now())
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.lastCheck = h.s.now()
-	h.lastErr = ""
-	if err != nil {
-		h.lastErr = oneLine(err.Error())
-	}
-	if rep != nil && rep.Latest != nil {
-		h.doc, h.docAt = rep.Latest, h.s.now()
-	}
+	h.unhealthy = checkFailure(rep, err)
 }
 
+// checkFailure says in one line why a scheduled check failed: which
+// images failed with which exit code, or the kind and exit code of the
+// failure. It quotes no message: a build's error carries the tails of the
+// guest's console and cloud-init log, a callback's its output, and those
+// go to the log only (scheduleLoop and buildCell log them).
+func checkFailure(rep *Report, err error) string {
+	if err == nil {
+		return ""
+	}
+	var failed []string
+	built := 0
+	if rep != nil {
+		for _, c := range rep.Cells {
+			if c.Skipped {
+				continue
+			}
+			built++
+			if c.Err != nil {
+				failed = append(failed, fmt.Sprintf("%s (exit %d)", c.ImageName, c.ExitCode))
+			}
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Sprintf("last check: %d of %d image builds failed: %s; the log has the details",
+			len(failed), built, strings.Join(failed, ", "))
+	}
+	return fmt.Sprintf("last check failed: %s (exit %d); the log has the details", errs.KindOf(err), errs.ExitCode(err))
+}
+
+// healthStatus is GET /healthz: status "ok" (200) or "failing" (503),
+// and why in one line.
 type healthStatus struct {
 	Status    string    `json:"status"`
+	Reason    string    `json:"reason,omitempty"`
 	Started   time.Time `json:"started"`
 	Building  bool      `json:"building"`
 	LastCheck time.Time `json:"last_check,omitzero"`
-	LastError string    `json:"last_error,omitempty"`
 }
 
 func (h *handlers) health(w http.ResponseWriter, _ *http.Request) {
 	h.mu.Lock()
-	st := healthStatus{Status: "ok", Started: h.started, Building: h.building, LastCheck: h.lastCheck, LastError: h.lastErr}
+	st := healthStatus{Status: "ok", Reason: h.unhealthy, Started: h.started, Building: h.building, LastCheck: h.lastCheck}
 	h.mu.Unlock()
-	writeJSON(w, http.StatusOK, st)
+	code := http.StatusOK
+	if st.Reason != "" {
+		st.Status, code = "failing", http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, st)
 }
 
-// latest answers from a look-up at most ttl old; look-ups are serialised.
+// latest answers from the latest look-up (see latestCache).
 func (h *handlers) latest(w http.ResponseWriter, r *http.Request) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.doc == nil || h.s.now().Sub(h.docAt) > h.ttl {
-		ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
-		defer cancel()
-		images, err := h.s.Latest(ctx)
-		if err != nil {
-			h.s.log().Error("GET /v1/images/latest", "error", err)
-			writeJSON(w, http.StatusBadGateway, map[string]string{"error": oneLine(err.Error())})
-			return
-		}
-		h.s.Metrics.SetImages(images)
-		doc := NewLatestDocument(images)
-		h.doc, h.docAt = &doc, h.s.now()
+	doc, err := h.images.get(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": oneLine(err.Error())})
+		return
 	}
-	writeJSON(w, http.StatusOK, h.doc)
+	writeJSON(w, http.StatusOK, doc)
+}
+
+// latestDocument is one look-up of GET /v1/images/latest; a failure is
+// logged here, once per look-up.
+func (s *Service) latestDocument(ctx context.Context) (*LatestDocument, error) {
+	images, err := s.Latest(ctx)
+	if err != nil {
+		s.log().Error("GET /v1/images/latest: looking up the latest images", "error", err)
+		return nil, err
+	}
+	s.Metrics.SetImages(images)
+	doc := NewLatestDocument(images)
+	return &doc, nil
+}
+
+// latestCache answers GET /v1/images/latest. At most one look-up runs at a
+// time, on its own goroutine and context (Serve's, bounded by
+// latestLookupTimeout); requests arriving meanwhile wait for it or for
+// their own end. Its answer, the document or the failure, is reused for
+// ttl. The lock is never held during a look-up, so /healthz and the
+// scheduler never wait behind one.
+type latestCache struct {
+	ctx     context.Context
+	lookup  func(context.Context) (*LatestDocument, error)
+	now     func() time.Time
+	ttl     time.Duration
+	running sync.WaitGroup // the look-up goroutine, waited for by Serve
+
+	mu       sync.Mutex
+	closed   bool // Serve is done: no look-up starts
+	doc      *LatestDocument
+	err      error
+	at       time.Time     // when the answer's look-up started; zero: no answer yet
+	inflight chan struct{} // closed when the running look-up ends; nil: none runs
+}
+
+// get returns a fresh answer, starting a look-up when there is none.
+func (c *latestCache) get(ctx context.Context) (*LatestDocument, error) {
+	c.mu.Lock()
+	if !c.at.IsZero() && c.now().Sub(c.at) < c.ttl {
+		defer c.mu.Unlock()
+		return c.doc, c.err
+	}
+	done := c.inflight
+	if done == nil && c.closed {
+		c.mu.Unlock()
+		return nil, errs.New(errs.KindInterrupted, "the server is stopping")
+	}
+	if done == nil {
+		done = make(chan struct{})
+		c.inflight = done
+		started := c.now()
+		c.running.Go(func() {
+			lctx, cancel := context.WithTimeout(c.ctx, latestLookupTimeout)
+			defer cancel()
+			doc, err := c.lookup(lctx)
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.inflight = nil
+			close(done)
+			c.storeLocked(doc, err, started)
+		})
+	}
+	c.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.doc, c.err
+}
+
+// close waits for the running look-up and lets no other start.
+func (c *latestCache) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.running.Wait()
+}
+
+// store records an answer whose look-up started at at (the scheduler's
+// checks make one too).
+func (c *latestCache) store(doc *LatestDocument, err error, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.storeLocked(doc, err, at)
+}
+
+func (c *latestCache) storeLocked(doc *LatestDocument, err error, at time.Time) {
+	if at.Before(c.at) {
+		return // an older look-up does not replace a newer answer
+	}
+	c.doc, c.err, c.at = doc, err, at
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
