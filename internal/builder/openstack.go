@@ -567,9 +567,12 @@ func (b *osBuild) copy(ctx context.Context) error {
 	b.job.Observe.Emit(Event{Kind: Made, What: Left{Kind: "file", Name: res.tmp}})
 	defer sp.Close()
 	return b.pub.copyAll(ctx, res, func(ctx context.Context) io.ReadSeeker { return sp.reader(ctx) },
-		func(ctx context.Context) (Digests, error) {
+		func(ctx context.Context) error {
 			d, err := b.download(ctx, sp)
+			if err == nil {
+				res.setWant(d) // before the end is readable: see copyAll
+			}
 			sp.finish(err) // only now may an upload read to the end
-			return d, err
+			return err
 		})
 }

@@ -40,6 +40,13 @@ type copyResult struct {
 	tmp     string   // a scratch file to remove, or ""
 }
 
+// setWant records the checked data's digests for the copies.
+func (r *copyResult) setWant(d Digests) {
+	r.mu.Lock()
+	r.want = &d
+	r.mu.Unlock()
+}
+
 // publication is one build's publishing state.
 type publication struct {
 	connect Connector
@@ -84,25 +91,22 @@ func (p *publication) order() []string {
 
 // copyAll uploads src's data to every target cloud at once and checks
 // each copy. With fill set, fill produces the data while the uploads read
-// it (and must make src's reads reach the end only once the data is
-// checked); its digests are what the copies are checked against. Without
-// it, res.want must be set.
-func (p *publication) copyAll(ctx context.Context, res *copyResult, src func(context.Context) io.ReadSeeker, fill func(context.Context) (Digests, error)) error {
+// it, and must record the data's digests with res.setWant before it lets
+// src's reads reach the end (an upload that has read to the end checks its
+// copy against them at once). Without it, res.want must be set.
+func (p *publication) copyAll(ctx context.Context, res *copyResult, src func(context.Context) io.ReadSeeker, fill func(context.Context) error) error {
 	targets := p.targets()
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel() // wakes any reader still waiting
 	fillErr := make(chan error, 1)
 	if fill != nil {
 		go func() {
-			d, err := fill(cctx)
-			if err != nil {
+			if err := fill(cctx); err != nil {
 				cancel() // the uploads cannot succeed: stop them
-			} else {
-				res.mu.Lock()
-				res.want = &d
-				res.mu.Unlock()
+				fillErr <- err
+				return
 			}
-			fillErr <- err
+			fillErr <- nil
 		}()
 	} else {
 		fillErr <- nil
