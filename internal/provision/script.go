@@ -122,8 +122,9 @@ func (g *Guest) runPushed(ctx context.Context, what string, script, stdin []byte
 
 	tail := newTailBuffer(outputTailBytes)
 	sink := &lockedWriter{w: io.MultiWriter(out, tail)}
-	stdout := NewRedactingWriter(sink, secrets)
-	stderr := NewRedactingWriter(sink, secrets)
+	mask := g.secretsAnd(secrets)
+	stdout := NewRedactingWriter(sink, mask)
+	stderr := NewRedactingWriter(sink, mask)
 	argv := append(interpreter(script), dir+"/script")
 	quoted := make([]string, len(argv))
 	for i, a := range argv {
@@ -161,7 +162,7 @@ func (g *Guest) pushScript(ctx context.Context, script []byte) (string, error) {
 	cmd := fmt.Sprintf("%s /bin/sh -c %s grib-push %s", g.sudo, shellQuote(pushCommand), shellQuote(g.tmpBase))
 	stdout, stderr, err := g.output(ctx, cmd, bytes.NewReader(script))
 	if err != nil {
-		return "", fmt.Errorf("%w: %s", err, bytes.TrimSpace(stderr))
+		return "", fmt.Errorf("%w: %s", err, g.redact(string(bytes.TrimSpace(stderr)), nil))
 	}
 	dir := string(stdout)
 	name, ok := strings.CutPrefix(dir, g.tmpBase+"/grib.")
