@@ -101,7 +101,11 @@ func (g *Guest) WaitCloudInit(ctx context.Context) (Status, error) {
 
 	switch last.State {
 	case StateDegraded:
-		g.log.Warn("cloud-init finished with recoverable errors", "recoverable_errors", last.RecoverableErrors)
+		recoverable := map[string][]string{}
+		for level, msgs := range last.RecoverableErrors {
+			recoverable[level] = g.redactAll(msgs)
+		}
+		g.log.Warn("cloud-init finished with recoverable errors", "recoverable_errors", recoverable)
 		return last, nil
 	case StateError:
 		return last, classified(errs.KindBuild, &Failure{

@@ -136,11 +136,13 @@ func (g *Guest) run(ctx context.Context, cmd string, stdin io.Reader, stdout, st
 }
 
 // output runs cmd and returns what it printed (each stream capped at 1 MiB).
+// stderr, which only ever goes into messages, has the Target's secrets
+// masked; stdout is what the caller parses, so it is left as it is.
 func (g *Guest) output(ctx context.Context, cmd string, stdin io.Reader) (stdout, stderr []byte, err error) {
 	var o, e cappedBuffer
 	o.max, e.max = captureLimit, captureLimit
 	err = g.run(ctx, cmd, stdin, &o, &e)
-	return o.Bytes(), e.Bytes(), err
+	return o.Bytes(), []byte(g.redact(string(e.Bytes()), nil)), err
 }
 
 // cappedBuffer keeps the first max bytes written to it; safe for concurrent use.
@@ -272,7 +274,7 @@ func (g *Guest) Tail(ctx context.Context, path string, n int) string {
 		if msg == "" {
 			msg = err.Error()
 		}
-		return fmt.Sprintf("(could not read %s: %s)", path, g.redact(msg, nil))
+		return fmt.Sprintf("(could not read %s: %s)", path, msg)
 	}
 	return lastLines(g.redact(string(stdout), nil), n)
 }

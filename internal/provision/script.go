@@ -162,7 +162,7 @@ func (g *Guest) pushScript(ctx context.Context, script []byte) (string, error) {
 	cmd := fmt.Sprintf("%s /bin/sh -c %s grib-push %s", g.sudo, shellQuote(pushCommand), shellQuote(g.tmpBase))
 	stdout, stderr, err := g.output(ctx, cmd, bytes.NewReader(script))
 	if err != nil {
-		return "", fmt.Errorf("%w: %s", err, g.redact(string(bytes.TrimSpace(stderr)), nil))
+		return "", fmt.Errorf("%w: %s", err, bytes.TrimSpace(stderr))
 	}
 	dir := string(stdout)
 	name, ok := strings.CutPrefix(dir, g.tmpBase+"/grib.")

@@ -189,7 +189,12 @@ func TestGuestRedactsWhatVerifyPrints(t *testing.T) {
 	if tail != Mask+"\nafter" {
 		t.Errorf("Tail = %q, want %q", tail, Mask+"\nafter")
 	}
-	for _, where := range []string{out.String(), err.Error(), tail} {
+	// What a command prints on stderr goes into messages: masked too.
+	_, stderr, _ := g.output(ctx, "cat "+stored+" >&2; exit 1", nil)
+	if string(stderr) != Mask {
+		t.Errorf("stderr = %q, want %q", stderr, Mask)
+	}
+	for _, where := range []string{out.String(), err.Error(), tail, string(stderr)} {
 		for line := range strings.Lines(secret) {
 			if strings.Contains(where, strings.TrimSpace(line)) {
 				t.Errorf("%q of the secret leaked: %q", strings.TrimSpace(line), where)
