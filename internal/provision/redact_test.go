@@ -130,12 +130,14 @@ func TestTailBuffer(t *testing.T) {
 func FuzzRedactingWriter(f *testing.F) {
 	f.Add("login: hunter2 hun", "hunter2", "hun", uint8(3), uint8(9))
 	f.Add("aaaa", "aa", "a", uint8(1), uint8(2))
+	f.Add("abcdef", "ab", "bcdef", uint8(1), uint8(4))
 	f.Fuzz(func(t *testing.T, text, s1, s2 string, i, j uint8) {
-		secrets := map[string]string{"A": s1, "B": s2}
 		a, b := min(int(i), len(text)), min(int(j), len(text))
 		if a > b {
 			a, b = b, a
 		}
+		// A third secret cut from the text overlaps the chunk boundaries.
+		secrets := map[string]string{"A": s1, "B": s2, "C": text[max(0, a-2):min(len(text), b+2)]}
 		got := writeChunks(t, secrets, text[:a], text[a:b], text[b:])
 		if want := Redact(text, secrets); got != want {
 			t.Fatalf("chunks at %d,%d: got %q, want %q", a, b, got, want)
