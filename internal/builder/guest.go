@@ -178,7 +178,8 @@ func guestSteps(base GuestConfig, late func(GuestConfig) GuestConfig, sess *Gues
 				if user == "" {
 					user = DefaultGuestUser
 				}
-				g, err := provision.Dial(ctx, provision.Target{Addr: addr, User: user, Signer: cfg.Signer, HostKeys: policy, Logger: log})
+				g, err := provision.Dial(ctx, provision.Target{Addr: addr, User: user, Signer: cfg.Signer, HostKeys: policy, Logger: log,
+					Secrets: revealAll(cfg.Secrets)})
 				if err != nil {
 					return fail(ctx, cfg, err)
 				}
@@ -203,7 +204,7 @@ func guestSteps(base GuestConfig, late func(GuestConfig) GuestConfig, sess *Gues
 				log.Info("cloud-init finished", "state", string(st.State))
 				if cfg.Console != nil && log.Enabled(ctx, slog.LevelDebug) {
 					if console, err := cfg.Console(ctx); err == nil {
-						log.Debug("console after cloud-init", "console", provision.Redact(lastLines(printable(console), 200), revealAll(cfg.Secrets)))
+						log.Debug("console after cloud-init", "console", consoleTail(console, 200, revealAll(cfg.Secrets)))
 					}
 				}
 				return nil
@@ -311,16 +312,17 @@ func revealAll(secrets map[string]config.Secret) map[string]string {
 
 // GuestFailure is a failed guest step with its evidence: the redacted tails
 // of the console and of cloud-init's output log. It wraps the step's error
-// (whose kind it keeps).
+// (whose kind it keeps); its message is the step error's, redacted.
 type GuestFailure struct {
 	Err          error
 	Console      string // last lines of the console ("" if unreadable)
 	CloudInitLog string // last lines of /var/log/cloud-init-output.log ("" if not read)
+	msg          string // Err's message, redacted
 }
 
 func (f *GuestFailure) Error() string {
 	var b strings.Builder
-	b.WriteString(f.Err.Error())
+	b.WriteString(f.msg)
 	if f.CloudInitLog != "" {
 		fmt.Fprintf(&b, "\n--- last lines of %s ---\n%s", cloudInitOutputLog, f.CloudInitLog)
 	}
@@ -341,20 +343,20 @@ func decorateGuestError(ctx context.Context, cfg GuestConfig, sess *GuestSession
 	}
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tailTimeout)
 	defer cancel()
-	f := &GuestFailure{Err: err}
+	f := &GuestFailure{Err: err, msg: provision.Redact(err.Error(), secrets)}
 	if cfg.Console != nil {
 		if console, cerr := cfg.Console(tctx); cerr == nil {
-			f.Console = provision.Redact(lastLines(printable(console), tailLines), secrets)
+			f.Console = consoleTail(console, tailLines, secrets)
 		} else {
-			f.Console = fmt.Sprintf("(could not read the console: %v)", cerr)
+			f.Console = provision.Redact(fmt.Sprintf("(could not read the console: %v)", cerr), secrets)
 		}
 	}
 	var pf *provision.Failure
 	alreadyHasLog := errors.As(err, &pf) && pf.TailOf == cloudInitOutputLog
 	if g := sess.Guest(); g != nil && !alreadyHasLog {
-		f.CloudInitLog = provision.Redact(g.Tail(tctx, cloudInitOutputLog, tailLines), secrets)
+		f.CloudInitLog = g.Tail(tctx, cloudInitOutputLog, tailLines) // redacted by the guest before the cut
 	}
-	cfg.logger().Error("guest step failed", "error", provision.Redact(err.Error(), secrets),
+	cfg.logger().Error("guest step failed", "error", f.msg,
 		"console_tail", f.Console, "cloud_init_output_tail", f.CloudInitLog)
 	return &errs.Error{Kind: errs.KindOf(err), Err: f}
 }
@@ -364,6 +366,15 @@ func (cfg GuestConfig) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return cfg.Log
+}
+
+// consoleTail returns the last n lines of a console, redacted: the secrets
+// are masked in the console as read (a secret may hold a newline, a CR or
+// another control character), then again once escapes and control
+// characters are gone (which may join a secret that they split), and only
+// then is it cut, so the cut never keeps a part of a secret.
+func consoleTail(console string, n int, secrets map[string]string) string {
+	return lastLines(provision.Redact(printable(provision.Redact(console, secrets)), secrets), n)
 }
 
 // ansiEscape matches terminal escape sequences (colours, cursor moves).

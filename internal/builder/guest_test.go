@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -142,5 +143,48 @@ func TestPrintable(t *testing.T) {
 	in := "\x1b[0;32m OK \x1b[0m] Started\r\nbad \xff byte\tx\n"
 	if got, want := printable(in), " OK ] Started\nbad ? byte\tx\n"; got != want {
 		t.Errorf("printable = %q, want %q", got, want)
+	}
+}
+
+// The tails are redacted before they are cut and stripped: a secret holding
+// a CR or newline, one split by a terminal escape, one the 30-line cut falls
+// in, and one in the step's own error all stay masked, in the error and in
+// the log.
+func TestDecorateGuestErrorRedactsBeforeCutting(t *testing.T) {
+	multi := "ml-one-Kx7\r\nml-two-Kx7"
+	var console strings.Builder
+	console.WriteString("early\n" + multi + "\n")
+	for i := range tailLines - 4 { // the last 30 raw lines begin inside the first secret
+		fmt.Fprintf(&console, "line %d\n", i)
+	}
+	console.WriteString("pw: esc\x1b[0m-split-Kx7\n") // the escape splits "esc-split-Kx7"
+	console.WriteString("crlf: " + multi + "\n")      // ends the console: in the tail
+	secrets := map[string]config.Secret{"MULTI": config.Secret(multi), "ESC": "esc-split-Kx7", "ERR": "in-the-error-Kx7"}
+	cfg := GuestConfig{
+		Console: func(context.Context) (string, error) { return console.String(), nil },
+		Secrets: secrets,
+	}
+	var logs bytes.Buffer
+	cfg.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	base := errs.New(errs.KindVerify, "the verify script printed in-the-error-Kx7")
+	err := decorateGuestError(context.Background(), cfg, &GuestSession{}, revealAll(secrets), base)
+	var gf *GuestFailure
+	if !errors.As(err, &gf) || !errors.Is(err, base) || errs.KindOf(err) != errs.KindVerify {
+		t.Fatalf("err = %v, want the verify failure wrapped", err)
+	}
+	if n := strings.Count(gf.Console, "\n") + 1; n != tailLines || !strings.Contains(gf.Console, provision.Mask+"\nline 0") {
+		t.Errorf("console tail (%d lines) lacks the first secret, masked whole: %q", n, gf.Console)
+	}
+	for _, want := range []string{"pw: " + provision.Mask, "crlf: " + provision.Mask, "printed " + provision.Mask} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %q", want, err)
+		}
+	}
+	for _, where := range []string{err.Error(), gf.Console, logs.String()} {
+		for _, part := range []string{"Kx7", "ml-one", "ml-two", "split"} {
+			if strings.Contains(where, part) {
+				t.Errorf("%q of a secret leaked: %q", part, where)
+			}
+		}
 	}
 }

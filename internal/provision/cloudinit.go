@@ -101,12 +101,16 @@ func (g *Guest) WaitCloudInit(ctx context.Context) (Status, error) {
 
 	switch last.State {
 	case StateDegraded:
-		g.log.Warn("cloud-init finished with recoverable errors", "recoverable_errors", last.RecoverableErrors)
+		recoverable := map[string][]string{}
+		for level, msgs := range last.RecoverableErrors {
+			recoverable[level] = g.redactAll(msgs)
+		}
+		g.log.Warn("cloud-init finished with recoverable errors", "recoverable_errors", recoverable)
 		return last, nil
 	case StateError:
 		return last, classified(errs.KindBuild, &Failure{
 			What:   fmt.Sprintf("cloud-init failed on %s (status %q)", g.addr, last.extendedOrState()),
-			Errors: last.Errors,
+			Errors: g.redactAll(last.Errors),
 			Tail:   g.Tail(context.WithoutCancel(ctx), cloudInitOutputLog, cloudInitLogLines),
 			TailOf: cloudInitOutputLog,
 		})
@@ -128,16 +132,25 @@ func (g *Guest) cloudInitTimeout(ctx context.Context, last Status, lastErr error
 		what += fmt.Sprintf(" (last status %q)", last.extendedOrState())
 	}
 	if lastErr != nil {
-		what += fmt.Sprintf(" (last error: %v)", lastErr)
+		what += fmt.Sprintf(" (last error: %s)", g.redact(lastErr.Error(), nil))
 	}
 	tailCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	return classified(errs.KindBuild, &Failure{
 		What:   what + "; raise the cloud-init timeout or check the recipe",
-		Errors: last.Errors,
+		Errors: g.redactAll(last.Errors),
 		Tail:   g.Tail(tailCtx, cloudInitOutputLog, cloudInitLogLines),
 		TailOf: cloudInitOutputLog,
 	})
+}
+
+// redactAll masks the Target's secrets in each message from the guest.
+func (g *Guest) redactAll(msgs []string) []string {
+	var out []string
+	for _, m := range msgs {
+		out = append(out, g.redact(m, nil))
+	}
+	return out
 }
 
 func (s Status) extendedOrState() string {

@@ -28,6 +28,10 @@ type Target struct {
 	Signer   ssh.Signer    // the builder's private key
 	HostKeys HostKeyPolicy // which host keys to accept
 	Logger   *slog.Logger  // nil: discard
+	// Secrets are masked (Redact) in everything the Guest passes on from
+	// the guest, whichever command printed it: script and verify output,
+	// check output, log tails, cloud-init's messages. They are not sent.
+	Secrets map[string]string
 
 	// RetryInterval is the first pause between connection attempts and
 	// between cloud-init status reads; it doubles up to 2 s. Zero: 250 ms.

@@ -136,11 +136,13 @@ func (g *Guest) run(ctx context.Context, cmd string, stdin io.Reader, stdout, st
 }
 
 // output runs cmd and returns what it printed (each stream capped at 1 MiB).
+// stderr, which only ever goes into messages, has the Target's secrets
+// masked; stdout is what the caller parses, so it is left as it is.
 func (g *Guest) output(ctx context.Context, cmd string, stdin io.Reader) (stdout, stderr []byte, err error) {
 	var o, e cappedBuffer
 	o.max, e.max = captureLimit, captureLimit
 	err = g.run(ctx, cmd, stdin, &o, &e)
-	return o.Bytes(), e.Bytes(), err
+	return o.Bytes(), []byte(g.redact(string(e.Bytes()), nil)), err
 }
 
 // cappedBuffer keeps the first max bytes written to it; safe for concurrent use.
@@ -203,6 +205,26 @@ func ctxError(ctx context.Context, what string) error {
 	return errs.Wrap(errs.KindBuild, context.Cause(ctx), "%s did not finish before its deadline", what)
 }
 
+// redact masks the Target's secrets, and extra, in text from the guest.
+func (g *Guest) redact(text string, extra map[string]string) string {
+	return Redact(text, g.secretsAnd(extra))
+}
+
+// secretsAnd returns the Target's secrets and extra together.
+func (g *Guest) secretsAnd(extra map[string]string) map[string]string {
+	if len(extra) == 0 {
+		return g.target.Secrets
+	}
+	all := make(map[string]string, len(g.target.Secrets)+len(extra))
+	for k, v := range g.target.Secrets {
+		all["target "+k] = v
+	}
+	for k, v := range extra {
+		all["extra "+k] = v
+	}
+	return all
+}
+
 // Failure is the evidence of a failure inside the guest: one line saying
 // what failed, the messages the guest reported, and the tail of the relevant
 // output or log (secrets already redacted). It is wrapped in an *errs.Error;
@@ -232,14 +254,21 @@ func classified(k errs.Kind, f *Failure) error { return &errs.Error{Kind: k, Err
 // Tail returns the last n lines of the file at path on the guest (read as
 // root), or a note saying why it could not be read. It is meant for error
 // reports, so it never fails. It redials a dead connection first (it only
-// reads).
+// reads). The Target's secrets are masked before the last n lines are cut,
+// so a secret spanning lines is masked whole even where the cut falls in it.
 func (g *Guest) Tail(ctx context.Context, path string, n int) string {
 	ctx, cancel := withDefaultTimeout(ctx, cleanupTimeout)
 	defer cancel()
 	if err := g.ensureConnected(ctx); err != nil {
 		return fmt.Sprintf("(could not read %s: %v)", path, err)
 	}
-	stdout, stderr, err := g.output(ctx, fmt.Sprintf("%s tail -n %d -- %s", g.sudo, max(n, 1), shellQuote(path)), nil)
+	n = max(n, 1)
+	// Read as many more lines as a secret can span, then cut after masking.
+	extra := 0
+	for _, v := range g.target.Secrets {
+		extra = max(extra, strings.Count(v, "\n")+1)
+	}
+	stdout, stderr, err := g.output(ctx, fmt.Sprintf("%s tail -n %d -- %s", g.sudo, n+extra, shellQuote(path)), nil)
 	if err != nil {
 		msg := strings.TrimSpace(string(stderr))
 		if msg == "" {
@@ -247,7 +276,7 @@ func (g *Guest) Tail(ctx context.Context, path string, n int) string {
 		}
 		return fmt.Sprintf("(could not read %s: %s)", path, msg)
 	}
-	return strings.TrimRight(string(stdout), "\n")
+	return lastLines(g.redact(string(stdout), nil), n)
 }
 
 // shellQuote quotes s for a POSIX shell.

@@ -11,14 +11,17 @@ import (
 // Mask replaces every secret value in redacted text.
 const Mask = "[REDACTED]"
 
-// Redact returns text with every non-empty value of secrets replaced by Mask.
-// Where two secrets overlap, the longest one starting first wins.
+// Redact returns text with every byte that lies inside an occurrence of a
+// non-empty value of secrets masked: each maximal run of such bytes becomes
+// one Mask. Overlapping or adjacent occurrences (of one secret or of several)
+// are masked together, so no part of any of them survives. Every secret is
+// masked whatever its length; a one-byte secret masks every such byte.
 func Redact(text string, secrets map[string]string) string {
 	r := newRedactor(secrets)
 	if r.empty() {
 		return text
 	}
-	out, _ := r.process(nil, []byte(text), true)
+	out, _, _, _ := r.process(nil, []byte(text), nil, false, true)
 	return string(out)
 }
 
@@ -43,70 +46,93 @@ func newRedactor(secrets map[string]string) redactor {
 
 func (r redactor) empty() bool { return len(r.values) == 0 }
 
-// process appends buf to dst with secrets masked. Unless final, it stops at
-// the first position where the rest of buf could still grow into a secret and
-// returns that rest as carry, to be prepended to the next chunk.
-func (r redactor) process(dst, buf []byte, final bool) (out, carry []byte) {
-	i := 0
-	for i < len(buf) {
-		if !r.first[buf[i]] {
-			// Copy the run of bytes that cannot start a secret in one go.
+// process appends buf to dst with secrets masked. known marks the bytes at
+// the start of buf already known to lie in a secret (an occurrence that
+// began in an earlier chunk); inMask says the byte before buf was masked, so
+// a run continuing it gets no second Mask. Unless final, it stops at the
+// first position where the rest of buf could still grow into a secret and
+// returns that rest as carry, with what it knows of it (carryKnown) and
+// whether the last byte written was masked.
+func (r redactor) process(dst, buf []byte, known []bool, inMask, final bool) (out, carry []byte, carryKnown []bool, lastMasked bool) {
+	covered := make([]bool, len(buf))
+	copy(covered, known)
+	for _, v := range r.values {
+		end := 0 // covered[:end] is marked for v already
+		for off := 0; off+len(v) <= len(buf); {
+			i := bytes.Index(buf[off:], v)
+			if i < 0 {
+				break
+			}
+			s := off + i
+			for j := max(s, end); j < s+len(v); j++ {
+				covered[j] = true
+			}
+			end = s + len(v)
+			off = s + 1 // occurrences of v may overlap each other
+		}
+	}
+	cut := len(buf)
+	if !final {
+		cut = r.pending(buf)
+	}
+	for i := 0; i < cut; {
+		if !covered[i] {
 			j := i + 1
-			for j < len(buf) && !r.first[buf[j]] {
+			for j < cut && !covered[j] {
 				j++
 			}
 			dst = append(dst, buf[i:j]...)
 			i = j
 			continue
 		}
-		rest := buf[i:]
-		// Wait for more input while rest could still grow into a secret, even
-		// if a shorter one matches already: the longer one must win.
-		if !final && r.couldStart(rest) {
-			return dst, rest
-		}
-		if n := r.matchAt(rest); n > 0 {
+		if !inMask || i > 0 {
 			dst = append(dst, Mask...)
-			i += n
+		}
+		for i < cut && covered[i] {
+			i++
+		}
+	}
+	lastMasked = inMask
+	if cut > 0 {
+		lastMasked = covered[cut-1]
+	}
+	if cut == len(buf) {
+		return dst, nil, nil, lastMasked
+	}
+	return dst, buf[cut:], covered[cut:], lastMasked
+}
+
+// pending returns where the incomplete end of buf begins: the first
+// position from which the rest of buf is a proper prefix of some secret (so
+// more input could complete an occurrence there), or len(buf).
+func (r redactor) pending(buf []byte) int {
+	longest := len(r.values[0])
+	for s := max(0, len(buf)-longest+1); s < len(buf); s++ {
+		if !r.first[buf[s]] {
 			continue
 		}
-		dst = append(dst, buf[i])
-		i++
-	}
-	return dst, nil
-}
-
-// matchAt returns the length of the longest secret that rest starts with.
-func (r redactor) matchAt(rest []byte) int {
-	for _, v := range r.values {
-		if bytes.HasPrefix(rest, v) {
-			return len(v)
+		rest := buf[s:]
+		for _, v := range r.values {
+			if len(rest) < len(v) && bytes.HasPrefix(v, rest) {
+				return s
+			}
 		}
 	}
-	return 0
-}
-
-// couldStart reports whether rest is a proper prefix of some secret, so more
-// input could complete it.
-func (r redactor) couldStart(rest []byte) bool {
-	for _, v := range r.values {
-		if len(rest) < len(v) && bytes.HasPrefix(v, rest) {
-			return true
-		}
-	}
-	return false
+	return len(buf)
 }
 
 // RedactingWriter writes to an underlying writer with every secret value
-// replaced by Mask, including values split across Write calls: it holds back
-// the end of a chunk while it could still be the start of a secret. Call Flush
-// when the stream ends. It is safe for concurrent use.
+// masked as Redact does, including values split across Write calls: it holds
+// back the end of a chunk while it could still be the start of a secret.
+// Call Flush when the stream ends. It is safe for concurrent use.
 type RedactingWriter struct {
-	mu    sync.Mutex
-	w     io.Writer
-	r     redactor
-	carry []byte
-	err   error
+	mu     sync.Mutex
+	w      io.Writer
+	r      redactor
+	carry  []byte
+	known  []bool // which bytes of carry lie in a secret already
+	inMask bool   // the last byte written was masked
+	err    error
 }
 
 // NewRedactingWriter returns a writer that redacts secrets' values before
@@ -131,8 +157,10 @@ func (rw *RedactingWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	buf := append(rw.carry, p...)
-	out, carry := rw.r.process(nil, buf, false)
+	out, carry, known, inMask := rw.r.process(nil, buf, rw.known, rw.inMask, false)
 	rw.carry = append([]byte(nil), carry...)
+	rw.known = append([]bool(nil), known...)
+	rw.inMask = inMask
 	if len(out) > 0 {
 		if _, err := rw.w.Write(out); err != nil {
 			rw.err = err
@@ -149,8 +177,8 @@ func (rw *RedactingWriter) Flush() error {
 	if rw.err != nil || len(rw.carry) == 0 {
 		return rw.err
 	}
-	out, _ := rw.r.process(nil, rw.carry, true)
-	rw.carry = nil
+	out, _, _, _ := rw.r.process(nil, rw.carry, rw.known, rw.inMask, true)
+	rw.carry, rw.known, rw.inMask = nil, nil, false
 	if _, err := rw.w.Write(out); err != nil {
 		rw.err = err
 	}

@@ -122,8 +122,9 @@ func (g *Guest) runPushed(ctx context.Context, what string, script, stdin []byte
 
 	tail := newTailBuffer(outputTailBytes)
 	sink := &lockedWriter{w: io.MultiWriter(out, tail)}
-	stdout := NewRedactingWriter(sink, secrets)
-	stderr := NewRedactingWriter(sink, secrets)
+	mask := g.secretsAnd(secrets)
+	stdout := NewRedactingWriter(sink, mask)
+	stderr := NewRedactingWriter(sink, mask)
 	argv := append(interpreter(script), dir+"/script")
 	quoted := make([]string, len(argv))
 	for i, a := range argv {

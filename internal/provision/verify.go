@@ -21,6 +21,8 @@ type Check struct {
 
 // Checks is what Verify runs: every check in List, then Script (if any) as
 // root like RunScript without secrets, its output streamed to Out (if set).
+// The Target's secrets are masked in all of their output, as in the build
+// script's: a verify script may print what the build script wrote.
 type Checks struct {
 	List   []Check
 	Script []byte
@@ -111,7 +113,7 @@ func (g *Guest) runCheck(ctx context.Context, c Check) (reason, output string, e
 	defer cancel()
 	buf := &cappedBuffer{max: captureLimit}
 	err = g.run(ctx2, c.Command, nil, buf, buf)
-	output = string(buf.Bytes())
+	output = g.redact(string(buf.Bytes()), nil)
 	code, isExit := exitStatus(err)
 	switch {
 	case err != nil && ctx.Err() != nil:

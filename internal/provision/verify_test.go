@@ -3,10 +3,14 @@ package provision
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 )
@@ -137,5 +141,64 @@ func TestVerifyCancelIsInterrupted(t *testing.T) {
 	cancel()
 	if err := g.Verify(ctx, DefaultChecks("2.321.0")); !errs.Is(err, errs.KindInterrupted) {
 		t.Fatalf("got %v, want interrupted", err)
+	}
+}
+
+// Whatever leaves the guest is redacted with the Target's secrets, whichever
+// command printed it: a build script stores a secret in a file; the verify
+// script and a check print it; a log holds it across lines. Neither the
+// streamed output nor the error holds any line of it.
+func TestGuestRedactsWhatVerifyPrints(t *testing.T) {
+	sandbox := t.TempDir()
+	f := startFakeGuest(t, runShell(sandbox))
+	secret := "first-line-Zq81\nsecond-line-Zq82\nthird-line-Zq83"
+	target := f.target(KnownHostKeys(ssh.FingerprintSHA256(f.hostKey.PublicKey())))
+	target.Secrets = map[string]string{"TOKEN": secret}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g, err := Dial(ctx, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	g.tmpBase = sandbox
+	stored := filepath.Join(sandbox, "stored")
+	var out strings.Builder
+	build := fmt.Sprintf("#!/bin/sh\nprintf '%%s' \"$TOKEN\" > %s\n", stored)
+	if err := g.RunScript(ctx, []byte(build), target.Secrets, &out); err != nil {
+		t.Fatal(err)
+	}
+	verify := fmt.Sprintf("#!/bin/sh\necho \"found: $(cat %s)\"\ncat %s >&2\nexit 1\n", stored, stored)
+	err = g.Verify(ctx, Checks{
+		List:   []Check{{Name: "stored token", Command: "cat " + stored + "; exit 2"}},
+		Script: []byte(verify),
+		Out:    &out,
+	})
+	if !errs.Is(err, errs.KindVerify) {
+		t.Fatalf("Verify = %v, want a verify error", err)
+	}
+	if !strings.Contains(out.String(), "found: "+Mask) || !strings.Contains(err.Error(), Mask) {
+		t.Errorf("the secret was not printed and masked:\noutput %q\nerror %q", out.String(), err)
+	}
+	// A log whose last 2 lines cut the secret: masked before the cut.
+	log := filepath.Join(sandbox, "log")
+	if err := os.WriteFile(log, []byte("before\n"+secret+"\nafter\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tail := g.Tail(ctx, log, 2)
+	if tail != Mask+"\nafter" {
+		t.Errorf("Tail = %q, want %q", tail, Mask+"\nafter")
+	}
+	// What a command prints on stderr goes into messages: masked too.
+	_, stderr, _ := g.output(ctx, "cat "+stored+" >&2; exit 1", nil)
+	if string(stderr) != Mask {
+		t.Errorf("stderr = %q, want %q", stderr, Mask)
+	}
+	for _, where := range []string{out.String(), err.Error(), tail, string(stderr)} {
+		for line := range strings.Lines(secret) {
+			if strings.Contains(where, strings.TrimSpace(line)) {
+				t.Errorf("%q of the secret leaked: %q", strings.TrimSpace(line), where)
+			}
+		}
 	}
 }

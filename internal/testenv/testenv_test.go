@@ -3,6 +3,7 @@ package testenv
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"io"
 	"net"
 	"os"
@@ -304,5 +305,37 @@ func TestLockedBufferConcurrentCopies(t *testing.T) {
 	got := b.String()
 	if len(got) != 2*n || strings.Count(got, "a") != n || strings.Count(got, "b") != n {
 		t.Errorf("got %d bytes: %d a, %d b; want %d of each", len(got), strings.Count(got, "a"), strings.Count(got, "b"), n)
+	}
+}
+
+// SecretForms finds the secret on its own, encoded alone as it travels on
+// stdin, and inside a longer base64 stream at every alignment.
+func TestSecretForms(t *testing.T) {
+	secret := "grib-secret-0123456789abcdef0123456789abcdef"
+	found := func(haystack string) bool {
+		for _, f := range SecretForms(secret) {
+			if strings.Contains(haystack, f) {
+				return true
+			}
+		}
+		return false
+	}
+	if !found("x " + secret + " y") {
+		t.Error("the plain value is not found")
+	}
+	if !found("GRIB_SECRET " + base64.StdEncoding.EncodeToString([]byte(secret)) + "\n") {
+		t.Error("the value as it travels on stdin is not found")
+	}
+	for before := range 6 {
+		for after := range 3 {
+			doc := strings.Repeat("p", before) + secret + strings.Repeat("q", after)
+			if enc := base64.StdEncoding.EncodeToString([]byte(doc)); !found(enc) {
+				t.Errorf("the value inside base64 of %q is not found in %q", doc, enc)
+			}
+		}
+	}
+	other := base64.StdEncoding.EncodeToString([]byte("grib-secret-fedcba9876543210fedcba9876543210"))
+	if found(other) {
+		t.Error("another secret's encoding matched")
 	}
 }
