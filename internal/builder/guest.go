@@ -28,6 +28,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/url"
 	"fmt"
 	"io"
 	"log/slog"
@@ -475,6 +476,19 @@ func prefixKey(ctx context.Context, getenv func(string) string, prefix string) (
 	return statedir.EnsureKey(ctx, dir)
 }
 
+// withoutURL keeps the URL (its path and query may hold a token) out of
+// the HTTP client's error: a *url.Error names the URL it fetched, also a
+// redirect's target, so its URL becomes where (RedactedURL's form).
+func withoutURL(err error, where string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		c := *ue
+		c.URL = where
+		return &c
+	}
+	return err
+}
+
 // FetchScript downloads the user's --script-url on the builder host (the
 // guest never sees the URL). It refuses non-200 answers and scripts over
 // 10 MiB. Errors: unreachable (KindUnreachable), 404/410 (KindNotFound),
@@ -493,7 +507,7 @@ func FetchScript(ctx context.Context, client *http.Client, rawURL string, log *s
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("fetching --script-url from %s: %w", where, ctx.Err())
 		}
-		return nil, errs.Wrap(errs.KindUnreachable, err, "fetching --script-url from %s", where)
+		return nil, errs.Wrap(errs.KindUnreachable, withoutURL(err, where), "fetching --script-url from %s", where)
 	}
 	defer resp.Body.Close()
 	switch {

@@ -65,8 +65,14 @@ func TestFetchScript(t *testing.T) {
 	}
 	closed := srv.URL
 	srv.Close()
-	if _, err := FetchScript(context.Background(), nil, closed+"/ok.sh", nil); !errs.Is(err, errs.KindUnreachable) {
+	// The HTTP client's own error names the URL it fetched: only the
+	// scheme and host may be shown.
+	_, err := FetchScript(context.Background(), nil, closed+"/path/ok.sh?token=s3cret", nil)
+	if !errs.Is(err, errs.KindUnreachable) {
 		t.Errorf("closed server: %v, want unreachable", err)
+	}
+	if strings.Contains(errString(err), "s3cret") || strings.Contains(errString(err), "/path/") {
+		t.Errorf("closed server: the URL's path or query was printed: %v", err)
 	}
 }
 
