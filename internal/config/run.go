@@ -575,25 +575,26 @@ func RedactedURL(raw string) string {
 // redactURL is a refused URL (or host:port) as its error shows it: without
 // its userinfo, whose user is as often a token as its password
 // (https://TOKEN@host), and without its query or fragment. It works on the
-// text, so that a value no parser accepts loses them too.
+// text, so that a value no parser accepts loses them too, and it masks up
+// to the last "@" anywhere after the scheme: a password may hold "/", "?"
+// or "#" (no parser takes it as userinfo then, but it is still a secret),
+// so an "@" in a path or query hides the host too, which is the safe way
+// to be wrong.
 func redactURL(s string) string {
 	if strings.ContainsFunc(s, isControl) {
 		return "<unprintable>"
-	}
-	tail := ""
-	if i := strings.IndexAny(s, "?#"); i >= 0 {
-		s, tail = s[:i], s[i:i+1]+"..."
 	}
 	start := 0 // the authority: after "//", or from the start (host:port)
 	if i := strings.Index(s, "//"); i >= 0 {
 		start = i + 2
 	}
-	end := len(s)
-	if j := strings.Index(s[start:], "/"); j >= 0 {
-		end = start + j
-	}
-	if at := strings.LastIndex(s[start:end], "@"); at >= 0 {
+	if at := strings.LastIndex(s[start:], "@"); at >= 0 {
 		s = s[:start] + "xxxxx@" + s[start+at+1:]
+	}
+	tail := ""
+	if i := strings.IndexAny(s[start:], "?#"); i >= 0 {
+		i += start
+		s, tail = s[:i], s[i:i+1]+"..."
 	}
 	return s + tail
 }
