@@ -223,7 +223,10 @@ func (h *handlers) health(w http.ResponseWriter, _ *http.Request) {
 func (h *handlers) latest(w http.ResponseWriter, r *http.Request) {
 	doc, err := h.images.get(r.Context())
 	if err != nil {
-		writeJSON(w, http.StatusBadGateway, map[string]string{"error": oneLine(err.Error())})
+		// The look-up's error names auth URLs, clouds and the cloud's
+		// answers: those go to the log; the client gets its kind.
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf(
+			"looking up the latest images failed: %s (exit %d); the log has the details", errs.KindOf(err), errs.ExitCode(err))})
 		return
 	}
 	writeJSON(w, http.StatusOK, doc)
@@ -259,14 +262,15 @@ type latestCache struct {
 	closed   bool // Serve is done: no look-up starts
 	doc      *LatestDocument
 	err      error
-	at       time.Time     // when the answer's look-up started; zero: no answer yet
+	at       time.Time     // when the answer's look-up started (orders answers); zero: no answer yet
+	stored   time.Time     // when the answer came: its ttl counts from here
 	inflight chan struct{} // closed when the running look-up ends; nil: none runs
 }
 
 // get returns a fresh answer, starting a look-up when there is none.
 func (c *latestCache) get(ctx context.Context) (*LatestDocument, error) {
 	c.mu.Lock()
-	if !c.at.IsZero() && c.now().Sub(c.at) < c.ttl {
+	if !c.stored.IsZero() && c.now().Sub(c.stored) < c.ttl {
 		defer c.mu.Unlock()
 		return c.doc, c.err
 	}
@@ -321,7 +325,10 @@ func (c *latestCache) storeLocked(doc *LatestDocument, err error, at time.Time) 
 	if at.Before(c.at) {
 		return // an older look-up does not replace a newer answer
 	}
-	c.doc, c.err, c.at = doc, err, at
+	// A slow look-up's answer is as fresh as its end, not its start: dated
+	// from the start, one slower than ttl would be stale when stored and
+	// every request would start another.
+	c.doc, c.err, c.at, c.stored = doc, err, at, c.now()
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

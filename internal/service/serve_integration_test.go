@@ -197,7 +197,7 @@ func TestServeLatestOnStack(t *testing.T) {
 	// all along), and its request gets the answer; Serve returns.
 	stop()
 	a = awaitOr(t, latest, "the held GET after stop")
-	if a.err != nil || a.code != http.StatusBadGateway || !strings.Contains(a.body, "context canceled") {
+	if a.err != nil || a.code != http.StatusBadGateway || !strings.Contains(a.body, "interrupted (exit 130)") {
 		t.Errorf("the held GET after stop: %d %q %v, want a 502 ended by the stop", a.code, a.body, a.err)
 	}
 	if err := awaitOr(t, served, "Serve after stop"); err != nil {
