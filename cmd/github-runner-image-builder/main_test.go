@@ -67,6 +67,11 @@ func TestSecondInterruptExitsAt130(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	if out, _ := exec.Command("pgrep", "-f", "passt.*"+dir).Output(); len(bytes.TrimSpace(out)) == 0 {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("no passt runs for the guest:\n%s", stderr.String())
+	}
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	time.Sleep(300 * time.Millisecond)
 	_ = cmd.Process.Signal(syscall.SIGINT)
