@@ -175,10 +175,15 @@ func startPasst(ctx context.Context, bin, dir string, sshPort int, dns []string)
 		case <-tick.C:
 		}
 	}
-	// passt binds the forward before its socket; it exits when that fails
-	// (above), but not always (a port bound without SO_REUSEADDR): the
-	// port must listen now.
-	if !tcpListening(procNetTCP, sshPort) {
+	// passt binds the forward before its socket and exits when it can bind
+	// no port of it (above). A guard all the same: the forward must listen
+	// now, on a socket of passt's when its descriptors can be read (root
+	// can; passt makes itself not dumpable).
+	inodes := tcpListenInodes(procNetTCP, sshPort)
+	if len(inodes) == 0 {
+		return nil, errPortTaken
+	}
+	if owns, known := holdsSocket(filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "fd"), inodes); known && !owns {
 		return nil, errPortTaken
 	}
 	return p, nil
@@ -234,22 +239,45 @@ func unixListening(procFile, path string) bool {
 	return false
 }
 
-// tcpListening reports whether a socket listens on 127.0.0.1:port, from
-// /proc/net/tcp.
-func tcpListening(procFile string, port int) bool {
+// tcpListenInodes returns the inodes of the sockets that listen on
+// 127.0.0.1:port, from /proc/net/tcp.
+func tcpListenInodes(procFile string, port int) []string {
 	data, err := os.ReadFile(procFile)
 	if err != nil {
-		return false
+		return nil
 	}
 	want := fmt.Sprintf("0100007F:%04X", port)
+	var out []string
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
-		// sl local_address rem_address st ...
-		if len(f) > 3 && f[1] == want && f[3] == "0A" { // TCP_LISTEN
-			return true
+		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+		if len(f) > 9 && f[1] == want && f[3] == "0A" { // TCP_LISTEN
+			out = append(out, f[9])
 		}
 	}
-	return false
+	return out
+}
+
+// holdsSocket reports whether one of the descriptors in fdDir (a
+// /proc/PID/fd) is a socket with one of the inodes; known is false when
+// the directory cannot be read.
+func holdsSocket(fdDir string, inodes []string) (owns, known bool) {
+	entries, err := os.ReadDir(fdDir)
+	if err != nil {
+		return false, false
+	}
+	for _, e := range entries {
+		link, err := os.Readlink(filepath.Join(fdDir, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, ino := range inodes {
+			if link == "socket:["+ino+"]" {
+				return true, true
+			}
+		}
+	}
+	return false, true
 }
 
 // findPasst returns the passt program: explicit if set, else passt on PATH.

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -124,13 +125,36 @@ func TestProcListening(t *testing.T) {
 		{"connected, not listening", unixListening(unix, "/w/other.sock"), false},
 		{"absent", unixListening(unix, "/w/none.sock"), false},
 		{"no proc file", unixListening(filepath.Join(dir, "nope"), "/w/passt.sock"), false},
-		{"loopback listener", tcpListening(tcp, 0x3039), true},
-		{"established, not listening", tcpListening(tcp, 0x3040), false},
-		{"listening on 0.0.0.0, not loopback", tcpListening(tcp, 0x3041), false},
+		{"loopback listener", slices.Equal(tcpListenInodes(tcp, 0x3039), []string{"1"}), true},
+		{"established, not listening", len(tcpListenInodes(tcp, 0x3040)) == 0, true},
+		{"listening on 0.0.0.0, not loopback", len(tcpListenInodes(tcp, 0x3041)) == 0, true},
+		{"no proc tcp file", len(tcpListenInodes(filepath.Join(dir, "nope"), 0x3039)) == 0, true},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("%s: %v, want %v", tt.name, tt.got, tt.want)
 		}
+	}
+}
+
+func TestHoldsSocket(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	inodes := tcpListenInodes(procNetTCP, l.Addr().(*net.TCPAddr).Port)
+	if len(inodes) != 1 {
+		t.Fatalf("listening inodes of our own listener: %v", inodes)
+	}
+	self := filepath.Join("/proc", strconv.Itoa(os.Getpid()), "fd")
+	if owns, known := holdsSocket(self, inodes); !owns || !known {
+		t.Errorf("holdsSocket(ourselves) = %v, %v; want true, true", owns, known)
+	}
+	if owns, known := holdsSocket(self, []string{"1"}); owns || !known {
+		t.Errorf("holdsSocket(another inode) = %v, %v; want false, true", owns, known)
+	}
+	if _, known := holdsSocket(filepath.Join(t.TempDir(), "none"), inodes); known {
+		t.Error("an unreadable fd directory is known")
 	}
 }
 
@@ -187,8 +211,8 @@ func TestVMWithPasst(t *testing.T) {
 	assertEmptyDir(t, spec.TempDir)
 }
 
-// passt says nothing when it cannot bind the forward: startPasst sees it
-// and reports the port as taken (Start then tries another), leaving no passt.
+// passt exits when it cannot bind the forward: startPasst reports the port
+// as taken (Start then tries another), leaving no passt.
 func TestStartPasstPortTaken(t *testing.T) {
 	bin := requirePasst(t)
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -204,6 +228,30 @@ func TestStartPasstPortTaken(t *testing.T) {
 			_ = p.stop()
 		}
 		t.Fatalf("startPasst on a taken port = %v, want errPortTaken", err)
+	}
+
+	// A listener without SO_REUSEADDR (Go's sets it): taken all the same.
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 1); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err = startPasst(context.Background(), bin, t.TempDir(), sa.(*syscall.SockaddrInet4).Port, nil)
+	if !errors.Is(err, errPortTaken) {
+		if p != nil {
+			_ = p.stop()
+		}
+		t.Fatalf("startPasst on a port taken without SO_REUSEADDR = %v, want errPortTaken", err)
 	}
 }
 
