@@ -24,7 +24,7 @@ func TestSecondInterruptExitsAt130(t *testing.T) {
 	if runtime.GOARCH != "amd64" {
 		t.Skip("the local builder test runs on x86_64 hosts")
 	}
-	for _, tool := range []string{"qemu-system-x86_64", "qemu-img"} {
+	for _, tool := range []string{"qemu-system-x86_64", "qemu-img", "passt"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") != "" {
 				t.Fatalf("%s is needed: %v", tool, err)
@@ -47,7 +47,8 @@ func TestSecondInterruptExitsAt130(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "run", "demo", "--builder", "local", "--arch", "x64", "--isolated",
+	// Not --isolated: the guest's network is a passt process, which must go too.
+	cmd := exec.CommandContext(ctx, bin, "run", "demo", "--builder", "local", "--arch", "x64",
 		"--prefix", "sig2", "--base-image-file", disk, "--user-data", userData,
 		"--output", filepath.Join(dir, "out.qcow2"), "--ssh-timeout", "10m")
 	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(dir, "state"), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
@@ -65,6 +66,11 @@ func TestSecondInterruptExitsAt130(t *testing.T) {
 			t.Fatalf("the build never reached its ssh step:\n%s", stderr.String())
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	if out, _ := exec.Command("pgrep", "-f", "passt.*"+dir).Output(); len(bytes.TrimSpace(out)) == 0 {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("no passt runs for the guest:\n%s", stderr.String())
 	}
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	time.Sleep(300 * time.Millisecond)
@@ -90,15 +96,18 @@ func TestSecondInterruptExitsAt130(t *testing.T) {
 	if !strings.Contains(stderr.String(), "left: directory "+filepath.Join(dir, ".grib-qemu-")) {
 		t.Errorf("stderr does not name the qemu directory left in %s:\n%s", dir, stderr.String())
 	}
-	// qemu dies with the builder (parent-death signal) even without cleanup.
-	for i := 0; ; i++ {
-		out, _ := exec.Command("pgrep", "-f", "qemu-system.*"+dir).Output()
-		if len(bytes.TrimSpace(out)) == 0 {
-			break
+	// qemu and passt die with the builder (parent-death signal; passt also
+	// quits when qemu closes its socket) even without cleanup.
+	for _, proc := range []string{"qemu-system", "passt"} {
+		for i := 0; ; i++ {
+			out, _ := exec.Command("pgrep", "-f", proc+".*"+dir).Output()
+			if len(bytes.TrimSpace(out)) == 0 {
+				break
+			}
+			if i == 50 {
+				t.Fatalf("%s of the build still running: %s", proc, out)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if i == 50 {
-			t.Fatalf("qemu of the build still running: %s", out)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }

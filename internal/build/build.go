@@ -89,8 +89,8 @@ func (b *Builds) Prepare(ctx context.Context, log *slog.Logger, spec config.RunS
 			return job, err
 		}
 	}
-	// The guest's view of --proxy: a proxy on this host's loopback is at
-	// qemu's host alias for a local guest.
+	// The guest's view of --proxy: a local guest never reaches this host's
+	// loopback, so a proxy there is refused.
 	guestProxy := spec.Proxy
 	if spec.Builder == config.BuilderLocal {
 		var err error

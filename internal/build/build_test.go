@@ -27,7 +27,7 @@ func (f *fixedRelease) Resolve(context.Context, string, config.Arch, string) (re
 }
 
 // Prepare renders the recipe for the guest's view of --proxy: a local
-// guest reaches a proxy on this host's loopback at qemu's host alias, an
+// guest never reaches a proxy on this host's loopback (refused), an
 // OpenStack server reaches it as given; --user-data is kept as given; an
 // isolated local guest reaches no proxy at all.
 func TestPrepareGuestProxy(t *testing.T) {
@@ -51,10 +51,10 @@ func TestPrepareGuestProxy(t *testing.T) {
 		{name: "local, proxy the guest reaches as is", spec: config.RunSpec{Builder: config.BuilderLocal, Proxy: "squid.internal:3128"},
 			want: "PROXY='squid.internal:3128'"},
 		{name: "local, loopback proxy", spec: config.RunSpec{Builder: config.BuilderLocal, Proxy: "127.0.0.1:3128"},
-			want: "PROXY='10.0.2.2:3128'", wantNot: "127.0.0.1:3128"},
+			usageErr: true}, // the guest never reaches the host's loopback
 		{name: "openstack, loopback proxy", spec: config.RunSpec{Builder: config.BuilderOpenStack, Proxy: "127.0.0.1:3128"},
 			want: "PROXY='127.0.0.1:3128'"},
-		{name: "local, --user-data", spec: config.RunSpec{Builder: config.BuilderLocal, Proxy: "127.0.0.1:3128", UserDataFile: given},
+		{name: "local, --user-data", spec: config.RunSpec{Builder: config.BuilderLocal, Proxy: "squid.internal:3128", UserDataFile: given},
 			given: true},
 		{name: "local, isolated", spec: config.RunSpec{Builder: config.BuilderLocal, Proxy: "127.0.0.1:3128", Isolated: true},
 			usageErr: true},

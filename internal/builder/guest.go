@@ -552,16 +552,22 @@ func ChecksFor(spec config.RunSpec, runnerVersion string, verifyScript []byte) (
 // addr. sshd answers with its banner long before cloud-init prints the host
 // keys, so this tells "still booting the recipe" from "never answers"
 // (qemu's user network accepts every connection and closes it, so a TCP
-// connect alone proves nothing).
+// connect alone proves nothing). It sends its own identification first, as
+// an SSH client may: passt (the local guest's network) passes the guest's
+// banner on only once the host side has sent something.
 func waitSSHBanner(ctx context.Context, addr string, limit time.Duration) error {
+	const sshProbeIdent = "SSH-2.0-github-runner-image-builder-probe\r\n"
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	var d net.Dialer
 	for {
 		if conn, err := d.DialContext(ctx, "tcp", addr); err == nil {
-			_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+			_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
 			buf := make([]byte, 4)
-			_, rerr := io.ReadFull(conn, buf)
+			_, rerr := io.WriteString(conn, sshProbeIdent)
+			if rerr == nil {
+				_, rerr = io.ReadFull(conn, buf)
+			}
 			_ = conn.Close()
 			if rerr == nil && string(buf) == "SSH-" {
 				return nil

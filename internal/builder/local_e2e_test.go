@@ -8,12 +8,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,12 +29,21 @@ import (
 )
 
 // TestLocalEndToEnd is the local builder's one real build (one guest boot):
-// the test image, a small recipe (no network: the guest is isolated) and a
-// script with a secret, served from a loopback HTTP server, make a qcow2
-// that holds the script's marker (read with debugfs, no boot) and neither
-// the secret nor cloud-init's instance state; the same build publishes it
+// the test image, a small recipe and a script with a secret, served from a
+// loopback HTTP server, make a qcow2 that holds the script's marker (read
+// with debugfs, no boot) and neither the secret nor cloud-init's instance
+// state; the same build publishes it
 // to the test OpenStack's it-b, where it is an active image with the
 // builder's properties and the file's checksum.
+//
+// The guest is not isolated: it has passt's network, through which SSH
+// works while the host's loopback stays out of reach. The script tries a
+// listener on this host's 127.0.0.1 through slirp's host alias 10.0.2.2
+// and through the guest's default gateway (the address passt would map to
+// the host without --no-map-gw); nothing may arrive. To keep the guest off
+// every other address, passt is run with its outbound sockets bound to
+// 127.0.0.1 (IPv4 only): the kernel refuses to send from there to anything
+// but loopback.
 func TestLocalEndToEnd(t *testing.T) {
 	testImage := testenv.RequireImage(t)
 	requireQemu(t)
@@ -45,6 +56,9 @@ func TestLocalEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Minute)
 	defer cancel()
 
+	hostOnly := loopbackListener(t)
+	onlyLoopbackPasst(t)
+
 	secret := "grib-e2e-" + randomHex(t, 16)
 	marker := "script-marker-" + randomHex(t, 8)
 	script := fmt.Sprintf(`#!/bin/sh
@@ -53,7 +67,10 @@ test -n "${E2E_TOKEN:-}" || { echo "the secret did not arrive" >&2; exit 1; }
 echo "echoing the secret: $E2E_TOKEN"
 mkdir -p /var/lib/grib-e2e
 echo '%s' > /var/lib/grib-e2e/script-marker
-`, marker)
+for a in 10.0.2.2 $(ip -4 route show default | awk '{print $3}'); do
+	if timeout 10 bash -c "exec 3<>/dev/tcp/$a/%d" 2>/dev/null; then echo "probe: reached $a"; else echo "probe: refused $a"; fi
+done
+`, marker, hostOnly.port)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/build.sh" {
 			http.NotFound(w, r)
@@ -97,7 +114,7 @@ test -f /var/lib/grib-e2e/recipe-marker
 	t.Cleanup(func() { deleteImages(t, testenv.UploadCloud, imageName) }) // runs before Prefix's leak check
 
 	code, stdout, stderr := runLocalCLI(ctx, l, env, "--os-cloud", testenv.BuildCloud, "run", imageName,
-		"--builder", "local", "--arch", "x64", "--isolated", "--prefix", prefix,
+		"--builder", "local", "--arch", "x64", "--prefix", prefix,
 		"--base-image-file", testImage, "--user-data", recipe,
 		"--skip-default-checks", "--verify-script", verify,
 		"--script-url", srv.URL+"/build.sh", "--output", out, "--upload-clouds", testenv.UploadCloud,
@@ -110,6 +127,16 @@ test -f /var/lib/grib-e2e/recipe-marker
 	id, ok := strings.CutPrefix(stdout, cli.LocalFileHeader+out+"\n"+cli.SuccessHeader)
 	if !ok || id == "" || strings.Contains(id, ",") {
 		t.Fatalf("stdout %q: want the image file, the success header and one image ID", stdout)
+	}
+
+	// The host's loopback: out of the guest's reach (SSH through the
+	// forward worked: the script ran).
+	probes := scriptOut.String()
+	if n := hostOnly.accepted(); n != 0 || strings.Contains(probes, "probe: reached") {
+		t.Errorf("the guest reached a listener on the host's 127.0.0.1 (%d connections):\n%s", n, probes)
+	}
+	if !strings.Contains(probes, "probe: refused 10.0.2.2") || strings.Count(probes, "probe: refused") < 2 {
+		t.Errorf("the guest did not try 10.0.2.2 and its default gateway:\n%s", probes)
 	}
 
 	// Secrets: the script saw it (it ran), nobody else did.
@@ -301,4 +328,56 @@ func recordLocalBoot(t *testing.T, name string, vm *qemu.VM, image string) {
 	}
 	fmt.Fprintf(f, "%s\t%s\tlocal-qemu-%d\tlocal\t%s\t%d\t%s\n",
 		time.Now().UTC().Format(time.RFC3339), name, vm.PID(), filepath.Base(image), size, vm.Accel())
+}
+
+// hostListener is a TCP listener on this host's 127.0.0.1 that counts the
+// connections it accepts.
+type hostListener struct {
+	port int
+	mu   sync.Mutex
+	n    int
+}
+
+func (h *hostListener) accepted() int { h.mu.Lock(); defer h.mu.Unlock(); return h.n }
+
+func loopbackListener(t *testing.T) *hostListener {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	h := &hostListener{port: l.Addr().(*net.TCPAddr).Port}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			h.mu.Lock()
+			h.n++
+			h.mu.Unlock()
+			c.Close()
+		}
+	}()
+	return h
+}
+
+// onlyLoopbackPasst puts a passt first on PATH that runs the real one with
+// IPv4 only and its outbound sockets bound to 127.0.0.1, so that the
+// guest's network reaches no address off loopback (the tests' network
+// rule). The mapping of the gateway to the host, which --no-map-gw turns
+// off, is not affected: without --no-map-gw the probes would arrive.
+func onlyLoopbackPasst(t *testing.T) {
+	t.Helper()
+	real, err := exec.LookPath("passt")
+	if err != nil {
+		t.Fatalf("passt is not installed (the local builder's guest network): %v", err)
+	}
+	dir := t.TempDir()
+	wrapper := "#!/bin/sh\nexec '" + real + "' --ipv4-only --outbound 127.0.0.1 \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "passt"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
 }

@@ -17,7 +17,8 @@ type launch struct {
 	console   string // serial console output file
 	qmp       string // QMP unix socket
 	sshPort   int    // forwarded from 127.0.0.1:sshPort to the guest's port 22
-	isolated  bool
+	isolated  bool   // slirp with restrict=on, forwarding only SSH
+	netSocket string // not isolated: passt's socket (passt forwards SSH)
 	name      string
 }
 
@@ -33,11 +34,13 @@ func (l launch) argv() []string {
 	if l.accel == AccelKVM {
 		cpu = l.machine.kvmCPU
 	}
-	netdev := "user,id=net0"
-	if l.isolated {
-		netdev += ",restrict=on"
+	// Isolated: slirp reaches nothing (restrict=on), only its SSH forward
+	// reaches the guest. Otherwise passt is the network (see passt.go):
+	// slirp would map 10.0.2.2 to this host's loopback.
+	netdev := fmt.Sprintf("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", l.sshPort)
+	if !l.isolated {
+		netdev = "stream,id=net0,server=off,addr.type=unix,addr.path=" + optValue(l.netSocket)
 	}
-	netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:22", l.sshPort)
 	args := []string{
 		"-name", l.name,
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",

@@ -25,7 +25,7 @@ func TestArgvGolden(t *testing.T) {
 	base := launch{
 		machine: x86, accel: AccelTCG, memoryMiB: 2048, cpus: 2,
 		overlay: "/w/disk.qcow2", seed: "/w/seed.iso", console: "/w/console.log", qmp: "/w/qmp.sock",
-		sshPort: 23456, name: "grib-abc",
+		sshPort: 23456, netSocket: "/w/passt.sock", name: "grib-abc",
 	}
 	with := func(f func(*launch)) launch { l := base; f(&l); return l }
 	cases := map[string]launch{
@@ -33,7 +33,7 @@ func TestArgvGolden(t *testing.T) {
 		"x64-kvm-isolated": with(func(l *launch) { l.accel, l.isolated, l.memoryMiB, l.cpus = AccelKVM, true, 1024, 1 }),
 		"arm64-tcg":        with(func(l *launch) { l.machine = arm }),
 		"x64-comma-paths": with(func(l *launch) {
-			l.overlay, l.seed, l.console, l.qmp = "/a,b/disk.qcow2", "/a,b/seed.iso", "/a,b/console.log", "/a,b/qmp.sock"
+			l.overlay, l.seed, l.console, l.qmp, l.netSocket = "/a,b/disk.qcow2", "/a,b/seed.iso", "/a,b/console.log", "/a,b/qmp.sock", "/a,b/passt.sock"
 		}),
 	}
 	for name, l := range cases {
@@ -62,12 +62,19 @@ func TestArgvInvariants(t *testing.T) {
 	for _, isolated := range []bool{false, true} {
 		l := launch{machine: m, accel: AccelTCG, memoryMiB: 512, cpus: 1, overlay: "o", seed: "s",
 			console: "c", qmp: "q", sshPort: 12345, isolated: isolated, name: "n"}
+		l.netSocket = "/w/passt.sock"
 		args := strings.Join(l.argv(), " ")
-		if !strings.Contains(args, "hostfwd=tcp:127.0.0.1:12345-:22") {
-			t.Errorf("isolated=%v: the SSH forward must listen on 127.0.0.1 only: %s", isolated, args)
+		// Isolated: slirp, restricted, forwarding only SSH on 127.0.0.1.
+		// Otherwise passt (which forwards SSH itself), never slirp: slirp
+		// would map 10.0.2.2 to this host's loopback.
+		if got := strings.Contains(args, "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:12345-:22 "); got != isolated {
+			t.Errorf("isolated=%v: restricted slirp with the SSH forward on 127.0.0.1 present=%v: %s", isolated, got, args)
 		}
-		if got := strings.Contains(args, "restrict=on"); got != isolated {
-			t.Errorf("isolated=%v: restrict=on present=%v: %s", isolated, got, args)
+		if got := strings.Contains(args, "-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/w/passt.sock "); got == isolated {
+			t.Errorf("isolated=%v: passt's stream netdev present=%v: %s", isolated, got, args)
+		}
+		if strings.Count(args, "-netdev ") != 1 {
+			t.Errorf("isolated=%v: want exactly one netdev: %s", isolated, args)
 		}
 		for _, want := range []string{"-nodefaults", "-no-user-config", "-no-reboot", "-display none", "readonly=on",
 			"-cpu max", "-accel tcg"} {
@@ -123,9 +130,11 @@ func TestGuestProxy(t *testing.T) {
 		{"", true, "", ""},
 		{"squid.internal:3128", false, "squid.internal:3128", ""},
 		{"10.1.2.3:8080", false, "10.1.2.3:8080", ""},
-		{"127.0.0.1:3128", false, "10.0.2.2:3128", ""},
-		{"localhost:3128", false, "10.0.2.2:3128", ""},
-		{"127.0.0.53:3128", false, "", "only at 127.0.0.1"},
+		{"127.0.0.1:3128", false, "", "does not reach this host's loopback"},
+		{"localhost:3128", false, "", "does not reach this host's loopback"},
+		{"127.0.0.53:3128", false, "", "does not reach this host's loopback"},
+		{"[::1]:3128", false, "", "does not reach this host's loopback"},
+		{"192.0.2.10:3128", false, "192.0.2.10:3128", ""},
 		{"squid.internal:3128", true, "", "--isolated"},
 		{"nonsense", false, "", "host:port"},
 	}

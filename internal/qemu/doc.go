@@ -16,10 +16,14 @@
 // it; otherwise TCG (software emulation). Only the host's architecture is
 // run (x86_64 or aarch64); anything else is a usage error.
 //
-// Networking is qemu's user mode (slirp): the guest reaches the outside
-// through the host's network stack unless Spec.Isolated, which adds
-// restrict=on so the guest reaches nothing at all; the only way in is the
-// SSH forward on 127.0.0.1. Nothing here listens on any other address.
+// Networking: a guest that is not Spec.Isolated gets passt (see passt.go),
+// started and stopped with qemu, its socket in the VM's directory, run with
+// --no-map-gw: the guest's connections leave through this host's network
+// stack, but the host's loopback is out of its reach (qemu's slirp would
+// map 10.0.2.2 to it). An isolated guest gets slirp with restrict=on: it
+// reaches nothing at all. Either way the only way in is the SSH forward on
+// 127.0.0.1; nothing here listens on any other address.
 //
-// Host tools: qemu-system-<arch>, qemu-img, and genisoimage or xorriso.
+// Host tools: qemu-system-<arch>, qemu-img, genisoimage or xorriso, and
+// passt unless isolated.
 package qemu

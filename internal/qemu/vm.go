@@ -58,8 +58,10 @@ type Spec struct {
 	// AuthorizedKeys are SSH public keys ("type base64 comment") for the
 	// guest's default user, written to the generated meta-data.
 	AuthorizedKeys []string
-	// Isolated restricts the guest's network (restrict=on): it reaches
-	// nothing, not even the host; only the SSH forward reaches it.
+	// Isolated restricts the guest's network (slirp with restrict=on): it
+	// reaches nothing, not even the host; only the SSH forward reaches it.
+	// Otherwise passt gives it the host's outward network, but never the
+	// host's loopback (see passt.go).
 	Isolated bool
 	// ConsoleLog, when set, is where the serial console is written (and
 	// kept); otherwise it lives in the VM's temporary directory.
@@ -71,8 +73,9 @@ type Spec struct {
 	// sockets) is made; "" is os.TempDir(). The overlay grows by what the
 	// guest writes: put it on a file system with room.
 	TempDir string
-	// QEMU and QEMUImg are the programs; "" finds them on PATH.
-	QEMU, QEMUImg string
+	// QEMU, QEMUImg and Passt are the programs; "" finds them on PATH.
+	// Passt is needed only when not Isolated.
+	QEMU, QEMUImg, Passt string
 	// Getenv is the environment the programs' minimal one is taken from
 	// (config.ChildEnv: PATH, HOME, locale, TMPDIR, TZ; no secret); nil
 	// is os.Getenv.
@@ -88,11 +91,14 @@ type VM struct {
 	qemuLog string
 	qemuImg string
 	env     []string // every child's whole environment (config.ChildEnv)
+	passt   string   // the passt program; "" when isolated
+	dns     []string
 	port    int
 	accel   Accel
 	log     *slog.Logger
 
 	cmd    *exec.Cmd
+	net    *passtNet // the guest's network unless isolated
 	qmp    *qmp
 	exited chan struct{} // closed when the qemu process was reaped
 	result error         // cmd.Wait's error, valid once exited is closed
@@ -123,6 +129,12 @@ func Start(ctx context.Context, spec Spec) (_ *VM, err error) {
 	if err != nil {
 		return nil, err
 	}
+	passt := ""
+	if !spec.Isolated {
+		if passt, err = findPasst(spec.Passt); err != nil {
+			return nil, err
+		}
+	}
 	iso, err := findISOTool(exec.LookPath)
 	if err != nil {
 		return nil, errs.Wrap(errs.KindUsage, err, "")
@@ -145,6 +157,12 @@ func Start(ctx context.Context, spec Spec) (_ *VM, err error) {
 	}
 	vm := &VM{dir: dir, overlay: filepath.Join(dir, "disk.qcow2"), console: spec.ConsoleLog,
 		qemuLog: filepath.Join(dir, "qemu.log"), qemuImg: qemuImg, env: env, accel: accel, log: log}
+	if passt != "" {
+		vm.passt, vm.dns = passt, guestDNS(os.ReadFile)
+		if vm.dns != nil {
+			log.Debug("guest DNS: the host's resolvers are on loopback; passing their upstream servers", "dns", vm.dns)
+		}
+	}
 	if vm.console == "" {
 		vm.console = filepath.Join(dir, "console.log")
 	}
@@ -207,7 +225,7 @@ func Start(ctx context.Context, spec Spec) (_ *VM, err error) {
 	}
 	vm.port = l.sshPort
 	log.Info("VM started", "pid", vm.cmd.Process.Pid, "accel", string(accel), "ssh", vm.SSHAddr(),
-		"memory_mib", l.memoryMiB, "cpus", l.cpus, "isolated", spec.Isolated)
+		"memory_mib", l.memoryMiB, "cpus", l.cpus, "isolated", spec.Isolated, "passt", vm.net != nil)
 	return vm, nil
 }
 
@@ -222,6 +240,13 @@ func (vm *VM) boot(ctx context.Context, qemuBin string, l launch) error {
 	}
 	defer logf.Close()
 	_ = os.Remove(l.qmp)
+	if vm.passt != "" {
+		net, err := startPasst(ctx, vm.passt, vm.dir, l.sshPort, vm.dns)
+		if err != nil {
+			return err
+		}
+		vm.net, l.netSocket = net, net.socket
+	}
 	cmd := exec.Command(qemuBin, l.argv()...)
 	cmd.Env = vm.env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, logf, logf
@@ -230,6 +255,7 @@ func (vm *VM) boot(ctx context.Context, qemuBin string, l launch) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	vm.log.Debug("starting qemu", "argv", strings.Join(cmd.Args, " "))
 	if err := cmd.Start(); err != nil {
+		_ = vm.stopNet()
 		return fmt.Errorf("starting %s: %w", qemuBin, err)
 	}
 	exited := make(chan struct{})
@@ -376,10 +402,8 @@ func (vm *VM) Export(ctx context.Context, path string, progress func(pct float64
 func (vm *VM) Close() error {
 	vm.closeOnce.Do(func() {
 		var errList []error
-		if vm.cmd != nil {
-			if err := vm.kill(); err != nil {
-				errList = append(errList, err)
-			}
+		if err := vm.kill(); err != nil {
+			errList = append(errList, err)
 		}
 		if vm.qmp != nil {
 			_ = vm.qmp.close()
@@ -392,8 +416,21 @@ func (vm *VM) Close() error {
 	return vm.closeErr
 }
 
-// kill sends SIGKILL to qemu's process group and waits for the reaping.
+// stopNet stops passt, if it runs.
+func (vm *VM) stopNet() error {
+	err := vm.net.stop()
+	vm.net = nil
+	return err
+}
+
+// kill sends SIGKILL to qemu's process group and waits for the reaping,
+// then stops passt.
 func (vm *VM) kill() error {
+	err := vm.killQEMU()
+	return errors.Join(err, vm.stopNet())
+}
+
+func (vm *VM) killQEMU() error {
 	if vm.cmd == nil || vm.cmd.Process == nil {
 		return nil
 	}
