@@ -18,7 +18,7 @@ func TestChildEnv(t *testing.T) {
 		"PATH=/usr/bin:/bin", "HOME=/home/b", "LANG=C.UTF-8", "LC_TIME=en_GB.UTF-8", "TZ=UTC", "TMPDIR=/var/tmp",
 		"IMAGE_BUILDER_SECRET_TOKEN=s1", "GITHUB_TOKEN=s2", "OS_PASSWORD=s3", "OS_TOKEN=s4",
 		"OS_APPLICATION_CREDENTIAL_SECRET=s5", "OS_CLOUD=c", "https_proxy=http://proxy:3128", "EMPTY=",
-		"XDG_RUNTIME_DIR=/run/user/1",
+		"XDG_RUNTIME_DIR=/run/user/1", "SSL_CERT_FILE=/etc/ca.pem",
 	}
 	for _, tc := range []struct {
 		name  string
@@ -27,7 +27,7 @@ func TestChildEnv(t *testing.T) {
 		want  []string
 	}{
 		{"allow-list only", parent, nil, []string{"PATH=/usr/bin:/bin", "HOME=/home/b", "TMPDIR=/var/tmp", "TZ=UTC", "LANG=C.UTF-8", "LC_TIME=en_GB.UTF-8"}},
-		{"proxies on request", parent, ProxyEnv(), []string{"PATH=/usr/bin:/bin", "HOME=/home/b", "TMPDIR=/var/tmp", "TZ=UTC", "LANG=C.UTF-8", "LC_TIME=en_GB.UTF-8", "https_proxy=http://proxy:3128"}},
+		{"network on request", parent, NetworkEnv(), []string{"PATH=/usr/bin:/bin", "HOME=/home/b", "TMPDIR=/var/tmp", "TZ=UTC", "LANG=C.UTF-8", "LC_TIME=en_GB.UTF-8", "https_proxy=http://proxy:3128", "SSL_CERT_FILE=/etc/ca.pem"}},
 		{"extra once", parent, []string{"XDG_RUNTIME_DIR", "XDG_RUNTIME_DIR", "PATH"}, []string{"PATH=/usr/bin:/bin", "HOME=/home/b", "TMPDIR=/var/tmp", "TZ=UTC", "LANG=C.UTF-8", "LC_TIME=en_GB.UTF-8", "XDG_RUNTIME_DIR=/run/user/1"}},
 		{"empty parent", nil, nil, []string{}},
 	} {

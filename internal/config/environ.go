@@ -30,10 +30,13 @@ func childEnvNames() []string {
 	}
 }
 
-// ProxyEnv names the proxy variables, for a child that reaches the network
-// itself (the callback); pass them to ChildEnv.
-func ProxyEnv() []string {
-	return []string{"http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"}
+// NetworkEnv names what a child that reaches the network itself (the
+// callback, e.g. garm-cli) needs from ours: the proxy variables and where
+// the trusted CA certificates are (a private CA behind the proxy). None
+// holds a credential of ours; pass them to ChildEnv.
+func NetworkEnv() []string {
+	return []string{"http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+		"SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
 }
 
 // ChildEnv is the whole environment of a child process (exec.Cmd.Env):

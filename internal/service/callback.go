@@ -112,7 +112,7 @@ func (c *Config) callbackEnv(getenv func(string) string) []string {
 		}
 	}
 	out := []string{} // never nil: a nil Env is this process's whole environment
-	for _, kv := range config.ChildEnv(getenv, config.ProxyEnv()...) {
+	for _, kv := range config.ChildEnv(getenv, config.NetworkEnv()...) {
 		k, _, _ := strings.Cut(kv, "=")
 		if !drop[k] {
 			out = append(out, kv)
