@@ -142,7 +142,18 @@ func (g *Guest) output(ctx context.Context, cmd string, stdin io.Reader) (stdout
 	var o, e cappedBuffer
 	o.max, e.max = captureLimit, captureLimit
 	err = g.run(ctx, cmd, stdin, &o, &e)
-	return o.Bytes(), []byte(g.redact(string(e.Bytes()), nil)), err
+	return o.Bytes(), []byte(g.redactCapped(&e)), err
+}
+
+// redactCapped is c's text with the Target's secrets masked. When the cap
+// cut the text, its end may be the first part of a secret whose rest was
+// dropped, which no mask would match: that end is dropped too.
+func (g *Guest) redactCapped(c *cappedBuffer) string {
+	raw := c.Bytes()
+	if r := newRedactor(g.target.Secrets); c.wasCut() && !r.empty() {
+		raw = raw[:r.pending(raw)]
+	}
+	return g.redact(string(raw), nil)
 }
 
 // cappedBuffer keeps the first max bytes written to it; safe for concurrent use.
@@ -150,15 +161,24 @@ type cappedBuffer struct {
 	mu  sync.Mutex
 	max int
 	buf bytes.Buffer
+	cut bool // something written was dropped
 }
 
 func (c *cappedBuffer) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if room := c.max - c.buf.Len(); room > 0 {
-		c.buf.Write(p[:min(len(p), room)])
+	room := max(0, c.max-c.buf.Len())
+	c.buf.Write(p[:min(len(p), room)])
+	if len(p) > room {
+		c.cut = true
 	}
 	return len(p), nil
+}
+
+func (c *cappedBuffer) wasCut() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cut
 }
 
 func (c *cappedBuffer) Bytes() []byte {

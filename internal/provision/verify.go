@@ -113,7 +113,7 @@ func (g *Guest) runCheck(ctx context.Context, c Check) (reason, output string, e
 	defer cancel()
 	buf := &cappedBuffer{max: captureLimit}
 	err = g.run(ctx2, c.Command, nil, buf, buf)
-	output = g.redact(string(buf.Bytes()), nil)
+	output = g.redactCapped(buf)
 	code, isExit := exitStatus(err)
 	switch {
 	case err != nil && ctx.Err() != nil:

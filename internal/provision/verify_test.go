@@ -202,3 +202,26 @@ func TestGuestRedactsWhatVerifyPrints(t *testing.T) {
 		}
 	}
 }
+
+// A command's output cut at the capture cap inside a secret keeps no part
+// of it: the cut end of the text is the secret's start, which no mask
+// matches, so it is dropped.
+func TestRedactCappedDropsACutSecret(t *testing.T) {
+	g := &Guest{target: Target{Secrets: map[string]string{"TOKEN": "SECRET-Zq9"}}}
+	for _, tc := range []struct{ name, write, want string }{
+		{"cut inside the secret", "log: SECRET-Zq9 ok\nlast: SECRET-Zq9", "log: " + Mask + " ok\nlast: "},
+		{"ends with a whole secret", "log: SECRET-Zq9", "log: " + Mask},
+		{"not cut", "log: SEC", "log: SEC"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &cappedBuffer{max: len(tc.write)}
+			if tc.name == "cut inside the secret" {
+				c.max = len(tc.write) - 4 // "last: SECRET-" is kept
+			}
+			_, _ = c.Write([]byte(tc.write))
+			if got := g.redactCapped(c); got != tc.want {
+				t.Errorf("redactCapped = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
