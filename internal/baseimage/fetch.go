@@ -139,6 +139,9 @@ type Fetcher struct {
 	// arch: an unpinned fetch of an older serial is refused (see
 	// BuildInfoPath). Empty means no rollback check.
 	StateDir string
+	// Now is the clock the serial's date is checked against; time.Now
+	// when nil.
+	Now func() time.Time
 
 	Attempts     int           // tries per HTTP request; 4 when 0
 	RetryDelay   time.Duration // first wait between tries, doubled up to 30 s; 2 s when 0

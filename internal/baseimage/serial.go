@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/atomicfile"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
@@ -147,6 +148,20 @@ func (f *Fetcher) checkSerial(s Spec, dirURL, seen, sha string) error {
 	if f.StateDir == "" || s.serial() != SerialCurrent {
 		return nil
 	}
+	// A serial dated after tomorrow (UTC, a day's slack for time zones)
+	// is a mirror's mistake or a forged build-info.txt: recorded, it would
+	// refuse every real serial after it.
+	now := time.Now
+	if f.Now != nil {
+		now = f.Now
+	}
+	if p, ok := parseSerial(seen); ok {
+		tomorrow, _ := strconv.Atoi(now().UTC().AddDate(0, 0, 1).Format("20060102"))
+		if p[0] > tomorrow {
+			return errs.New(errs.KindBuild, "base image %s %s: %s says it is serial %s, dated after tomorrow; "+
+				"refusing it (recorded, it would refuse every real serial after it): pass --base-image-serial to pin one", s.Base, s.Arch, dirURL, seen)
+		}
+	}
 	rec, ok, err := f.readSerial(s)
 	if err != nil || !ok {
 		return err
@@ -154,8 +169,8 @@ func (f *Fetcher) checkSerial(s Spec, dirURL, seen, sha string) error {
 	c, _ := CompareSerials(seen, rec.Serial)
 	switch {
 	case c < 0:
-		return errs.New(errs.KindBuild, "base image %s %s: %s is serial %s, older than %s, the newest accepted on this host (a rolled-back mirror?); "+
-			"refusing it: pass --base-image-serial %s to use it anyway", s.Base, s.Arch, dirURL, seen, rec.Serial, seen)
+		return errs.New(errs.KindBuild, "base image %s %s: %s is serial %s, older than %s, the newest accepted on this host (recorded in %s; a rolled-back mirror?); "+
+			"refusing it: pass --base-image-serial %s to use it anyway", s.Base, s.Arch, dirURL, seen, rec.Serial, SerialRecordPath(f.StateDir, s), seen)
 	case c == 0 && rec.SHA256 != sha:
 		return errs.New(errs.KindBuild, "base image %s %s: %s is serial %s with sha256 %s, but serial %s was accepted with sha256 %s; "+
 			"refusing it: pass --base-image-serial %s to use it anyway", s.Base, s.Arch, dirURL, seen, sha, rec.Serial, rec.SHA256, seen)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
@@ -35,6 +36,7 @@ func (fx *fixture) publish(t *testing.T, dir, serial string, image []byte) {
 func TestFetchRefusesRolledBackSerial(t *testing.T) {
 	fx := newFixture(t)
 	fx.fetcher.StateDir = t.TempDir()
+	fx.fetcher.Now = func() time.Time { return time.Date(2026, 6, 1, 22, 0, 0, 0, time.UTC) }
 	ctx := context.Background()
 	newImage, oldImage := []byte("image of 20251113"), []byte("image of 20250101")
 	fx.publish(t, testDir, "20251113", newImage)
@@ -50,7 +52,7 @@ func TestFetchRefusesRolledBackSerial(t *testing.T) {
 	}{
 		{"first fetch records its serial", func() {}, testSpec, newImage, nil, "20251113"},
 		{"an older current is refused", func() { fx.publish(t, testDir, "20250101", oldImage) }, testSpec, nil,
-			[]string{"serial 20250101", "older than 20251113", "--base-image-serial 20250101"}, "20251113"},
+			[]string{"serial 20250101", "older than 20251113", "recorded in " + record, "--base-image-serial 20250101"}, "20251113"},
 		{"an older respin is refused", func() { fx.publish(t, testDir, "20251112.9", oldImage) }, testSpec, nil,
 			[]string{"20251112.9", "20251113"}, "20251113"},
 		{"pinning the older serial lets it through", func() { fx.publish(t, "/noble/20250101/", "", oldImage) },
@@ -61,6 +63,9 @@ func TestFetchRefusesRolledBackSerial(t *testing.T) {
 		{"a current without build-info is refused", func() { fx.publish(t, testDir, "", newImage) }, testSpec, nil,
 			[]string{"cannot tell which serial", BuildInfoPath, "--base-image-serial"}, "20251113.1"},
 		{"a newer current is accepted", func() { fx.publish(t, testDir, "20260101", newImage) }, testSpec, newImage, nil, "20260101"},
+		{"a serial dated after tomorrow is refused", func() { fx.publish(t, testDir, "20260603", newImage) }, testSpec, nil,
+			[]string{"serial 20260603, dated after tomorrow", "--base-image-serial"}, "20260101"},
+		{"tomorrow's is accepted", func() { fx.publish(t, testDir, "20260602", newImage) }, testSpec, newImage, nil, "20260602"},
 	}
 	for _, st := range steps {
 		st.serve()
