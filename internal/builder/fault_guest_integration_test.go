@@ -4,7 +4,8 @@ package builder
 // need a real guest ("ssh", "cloud-init", "script"), through both proxies:
 // the HTTP faultproxy in front of the test OpenStack (every API call) and a
 // faultproxy.TCP between the builder and the guest's sshd (the sshVia seam).
-// Guest boots: TestGuestFaultRetried 1, TestGuestFaultScriptConnectionLost 1,
+// The verify, clean, power-off and stop cells ride on TestGuestFaultRetried's
+// build (see there). Guest boots: TestGuestFaultRetried 1, TestGuestFaultScriptConnectionLost 1,
 // TestGuestFaultScriptInterrupted 1.
 // Run with
 //
@@ -48,6 +49,7 @@ type guestFaultEnv struct {
 	recipe []byte
 	direct *testenv.Cloud   // the build cloud, not through the proxy
 	images *openstack.Cloud // the same, for image reads
+	base   string           // the ID of the base image init uploaded
 
 	mu    sync.Mutex
 	watch func(msg string, attrs map[string]string) // sees every log record
@@ -165,6 +167,12 @@ func newGuestFaultEnv(t *testing.T, ctx context.Context, recipe, script, verify 
 	if err != nil {
 		t.Fatalf("init: %v", err)
 	}
+	base, err := testenv.ImagesNamed(ctx, e.direct.Image, config.BaseImageName(e.prefix, config.BaseNoble, config.ArchX64))
+	if err != nil || len(base) != 1 {
+		t.Fatalf("init's base image: %v, %v; want one", base, err)
+	}
+	e.base = base[0].ID
+	e.assertOnlyInit(ctx) // init made one of each: keypair, security group, base image
 	if err := e.http.Idle(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -234,19 +242,13 @@ func (e *guestFaultEnv) addRules(cell string, rules ...faultproxy.Rule) []*fault
 	return hs
 }
 
-// assertOnlyInit fails the test for anything named with the prefix in any
-// project but what init made (and, with published, the image of the run).
-func (e *guestFaultEnv) assertOnlyInit(ctx context.Context, published bool) {
+// assertOnlyInit fails the test unless the prefix holds, in every project,
+// exactly what init made (one keypair, one security group, the base image)
+// and the images with the IDs images: no server, no port, no other image.
+// Call it before any cleanup helper.
+func (e *guestFaultEnv) assertOnlyInit(ctx context.Context, images ...string) {
 	e.t.Helper()
-	leaks, err := testenv.FindLeaks(ctx, e.prefix)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, l := range leaks {
-		if !guestInitResource(l, e.prefix, published) {
-			e.t.Errorf("the run left %s", l)
-		}
-	}
+	assertLeft(e.t, ctx, e.prefix, wantLeft{keypair: true, securityGroup: true, images: append([]string{e.base}, images...)})
 }
 
 func guestInitResource(l testenv.Leak, prefix string, published bool) bool {
@@ -344,13 +346,18 @@ func (c *faultTally) get(k string) int {
 }
 
 // TestGuestFaultRetried: transient faults at each guest step of one build,
-// all survived. At "ssh", the console reads that vouch for the host key get
-// 500, 503, a reset, 401 and a cut answer on successive calls. At
-// "cloud-init", while cloud-init still runs, the SSH connection is reset;
-// the redialled one is stalled for 5 s and then cut after 100 bytes to the
-// builder. The build must publish, every fault must have fired, the script
-// must have run once, and only init's resources and the new image remain,
-// with the operator's own image of the same name untouched.
+// and at the stop after them, all survived: one guest boot serves them all.
+// At "ssh", the console reads that vouch for the host key get 500, 503, a
+// reset, 401 and a cut answer on successive calls. At "cloud-init", while
+// cloud-init still runs, the SSH connection is reset; the redialled one is
+// stalled for 5 s and then cut after 100 bytes to the builder. As "verify"
+// and "clean" start, the connection is reset: each redials once and does
+// its work. As "power-off" starts it is reset again: the builder's key is
+// gone by then, so no redial can log in, and the guest is stopped from
+// outside by "stop" (Nova's os-stop), whose first call gets a 503. The
+// build must publish, every fault must have fired, the script must have
+// run once, and exactly init's resources, the new image and the operator's
+// own image of the same name (untouched) remain.
 func TestGuestFaultRetried(t *testing.T) {
 	testenv.Require(t)
 	t.Parallel()
@@ -378,30 +385,51 @@ func TestGuestFaultRetried(t *testing.T) {
 		at(4, faultproxy.Unauthorized()),
 		at(5, faultproxy.CutResponse(100)),
 	)
+	// "stop": the os-stop action, told from the console reads by its body.
+	handles = append(handles, e.addRules("stop", rule(callStop, faultproxy.Nth(1), faultproxy.Status(http.StatusServiceUnavailable)))...)
 
 	// "cloud-init": faults on the SSH connection, driven by what the build
 	// logs: the first status saying cloud-init runs resets the connection;
 	// the first reconnect stalls the new one and arms a cut on it.
+	// "verify", "clean", "power-off": the connection is reset as each starts
+	// (the step-started record is logged before the step runs). Lost
+	// connections and reconnects are tallied by the step they happen in.
 	var fired faultTally
 	var once1, once2 sync.Once
+	var step atomic.Value
+	step.Store("")
+	in := func(what string) string {
+		switch st := step.Load().(string); st {
+		case "verify", "clean", "power-off":
+			return what + " in " + st
+		}
+		return what
+	}
 	e.setWatch(func(msg string, attrs map[string]string) {
 		switch {
 		case msg == "step started":
 			fired.add("step "+attrs["step"], 1)
+			step.Store(attrs["step"])
+			switch attrs["step"] {
+			case "verify", "clean", "power-off":
+				fired.add("reset at "+attrs["step"], e.ssh.proxy().ResetAll())
+			}
+		case strings.HasPrefix(msg, "could not tell the guest to power off over SSH"):
+			fired.add("stopped from outside", 1)
 		case msg == "cloud-init status" && attrs["state"] == "running":
 			once1.Do(func() {
 				fired.add("running when reset", 1)
 				fired.add("reset", e.ssh.proxy().ResetAll())
 			})
 		case msg == "SSH reconnected":
-			fired.add("reconnected", 1)
+			fired.add(in("reconnected"), 1)
 			once2.Do(func() {
 				p := e.ssh.proxy()
 				p.Stall(5 * time.Second)
 				fired.add("cut armed", p.CutAfter(faultproxy.ToClient, 100))
 			})
 		case strings.HasPrefix(msg, "SSH connection to the guest lost"):
-			fired.add("lost", 1)
+			fired.add(in("lost"), 1)
 		}
 	})
 
@@ -427,7 +455,23 @@ func TestGuestFaultRetried(t *testing.T) {
 			fired.get("cut armed"), p.Held(), p.Resets())
 	}
 	if fired.get("lost") != 2 || fired.get("reconnected") != 2 {
-		t.Errorf("%d lost connections and %d reconnects logged, want 2 and 2 (the reset and the cut)", fired.get("lost"), fired.get("reconnected"))
+		t.Errorf("%d lost connections and %d reconnects logged before verify, want 2 and 2 (the reset and the cut)", fired.get("lost"), fired.get("reconnected"))
+	}
+	for _, st := range []string{"verify", "clean", "power-off"} {
+		if fired.get("reset at "+st) < 1 {
+			t.Errorf("no SSH connection was open to reset as %q started: the cell proves nothing", st)
+		}
+		want := 1 // a redial, and the step did its work
+		if st == "power-off" {
+			want = 0 // the key is gone: no redial is tried
+		}
+		if fired.get("lost in "+st) != want || fired.get("reconnected in "+st) != want {
+			t.Errorf("step %s: %d lost connections and %d reconnects logged, want %d and %d",
+				st, fired.get("lost in "+st), fired.get("reconnected in "+st), want, want)
+		}
+	}
+	if fired.get("stopped from outside") != 1 {
+		t.Errorf("power-off logged %d times that the guest is stopped from outside, want once", fired.get("stopped from outside"))
 	}
 	if n := strings.Count(e.output(), guestScriptStarted); n != 1 {
 		t.Errorf("the script started %d times, want once", n)
@@ -439,7 +483,7 @@ func TestGuestFaultRetried(t *testing.T) {
 	if _, err := e.images.GetImage(ctx, foreign); err != nil {
 		t.Errorf("the operator's image %s of the same name is gone: %v", foreign, err)
 	}
-	e.assertOnlyInit(ctx, true)
+	e.assertOnlyInit(ctx, imgs[0].ID, foreign)
 }
 
 // TestGuestFaultScriptConnectionLost: the SSH connection is reset while the
@@ -484,7 +528,7 @@ func TestGuestFaultScriptConnectionLost(t *testing.T) {
 	if n := strings.Count(e.output(), guestScriptStarted); n != 1 {
 		t.Errorf("the script started %d times, want once", n)
 	}
-	e.assertOnlyInit(ctx, false) // no builder server, no snapshot
+	e.assertOnlyInit(ctx) // no builder server, no snapshot
 }
 
 // TestGuestFaultScriptInterrupted: SIGINT while the user's script runs on
@@ -537,5 +581,5 @@ func TestGuestFaultScriptInterrupted(t *testing.T) {
 	if n := strings.Count(e.output(), guestScriptStarted); n != 1 {
 		t.Errorf("the script started %d times, want once", n)
 	}
-	e.assertOnlyInit(ctx, false) // no builder server, no snapshot
+	e.assertOnlyInit(ctx) // no builder server, no snapshot
 }

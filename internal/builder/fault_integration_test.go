@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -36,18 +37,33 @@ import (
 const faultResponseTimeout = 5 * time.Second
 
 // The API calls of each guest-less step of the openstack builder, as the
-// proxy sees them (Nova under /v2.1, Glance under /v2).
+// proxy sees them (Keystone under /v3, Nova under /v2.1, Glance under /v2,
+// Neutron under /v2.0). Server actions are told apart by their body.
 var (
-	callCreate   = faultproxy.Rule{Method: http.MethodPost, Service: faultproxy.Compute, Path: `^/v2\.1/servers$`}
-	callWait     = faultproxy.Rule{Method: http.MethodGet, Service: faultproxy.Compute, Path: `^/v2\.1/servers/` + uuidRE + `$`}
-	callAction   = faultproxy.Rule{Method: http.MethodPost, Service: faultproxy.Compute, Path: `^/v2\.1/servers/[^/]+/action$`}
-	callDownload = faultproxy.Rule{Method: http.MethodGet, Service: faultproxy.Image, Path: `^/v2/images/[^/]+/file$`}
-	callNewImage = faultproxy.Rule{Method: http.MethodPost, Service: faultproxy.Image, Path: `^/v2/images$`}
-	callUpload   = faultproxy.Rule{Method: http.MethodPut, Service: faultproxy.Image, Path: `^/v2/images/[^/]+/file$`}
-	callPublish  = faultproxy.Rule{Method: http.MethodPatch, Service: faultproxy.Image, Path: `^/v2/images/[^/]+$`}
-	callPrune    = faultproxy.Rule{Method: http.MethodDelete, Service: faultproxy.Image, Path: `^/v2/images/[^/]+$`}
-	callDelete   = faultproxy.Rule{Method: http.MethodDelete, Service: faultproxy.Compute, Path: `^/v2\.1/servers/` + uuidRE + `$`}
+	callAuth          = faultproxy.Rule{Method: http.MethodPost, Service: faultproxy.Identity, Path: `/v3/auth/tokens$`}
+	callKeypair       = faultproxy.Rule{Method: http.MethodGet, Service: faultproxy.Compute, Path: `^/v2\.1/os-keypairs/[^/]+$`}
+	callSecurityGroup = faultproxy.Rule{Method: http.MethodGet, Service: faultproxy.Network, Path: `^/v2\.0/security-groups$`}
+	callFlavors       = faultproxy.Rule{Method: http.MethodGet, Service: faultproxy.Compute, Path: `^/v2\.1/flavors`}
+	callNetworks      = faultproxy.Rule{Method: http.MethodGet, Service: faultproxy.Network, Path: `^/v2\.0/networks$`}
+	callImages        = faultproxy.Rule{Method: http.MethodGet, Service: faultproxy.Image, Path: `^/v2/images$`}
+	callCreate        = faultproxy.Rule{Method: http.MethodPost, Service: faultproxy.Compute, Path: `^/v2\.1/servers$`}
+	callWait          = faultproxy.Rule{Method: http.MethodGet, Service: faultproxy.Compute, Path: `^/v2\.1/servers/` + uuidRE + `$`}
+	callStop          = serverAction("os-stop")
+	callCreateImage   = serverAction("createImage")
+	callDownload      = faultproxy.Rule{Method: http.MethodGet, Service: faultproxy.Image, Path: `^/v2/images/[^/]+/file$`}
+	callNewImage      = faultproxy.Rule{Method: http.MethodPost, Service: faultproxy.Image, Path: `^/v2/images$`}
+	callUpload        = faultproxy.Rule{Method: http.MethodPut, Service: faultproxy.Image, Path: `^/v2/images/[^/]+/file$`}
+	callPublish       = faultproxy.Rule{Method: http.MethodPatch, Service: faultproxy.Image, Path: `^/v2/images/[^/]+$`}
+	callPrune         = faultproxy.Rule{Method: http.MethodDelete, Service: faultproxy.Image, Path: `^/v2/images/[^/]+$`}
+	callDelete        = faultproxy.Rule{Method: http.MethodDelete, Service: faultproxy.Compute, Path: `^/v2\.1/servers/` + uuidRE + `$`}
 )
+
+// serverAction matches Nova's server action named action (the key of its
+// JSON body): os-stop, createImage, os-getConsoleOutput.
+func serverAction(action string) faultproxy.Rule {
+	return faultproxy.Rule{Method: http.MethodPost, Service: faultproxy.Compute, Path: `^/v2\.1/servers/[^/]+/action$`,
+		Body: `^\s*\{\s*"` + regexp.QuoteMeta(action) + `"`}
+}
 
 // uuidRE matches a server ID (not "detail", the list call's path).
 const uuidRE = `[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`
@@ -122,8 +138,10 @@ func faultCells() []faultCell {
 	}
 	transient("create", callCreate, faultproxy.Nth(1))
 	transient("wait", callWait, faultproxy.Nth(2)) // the first is create's read-back, the second a poll
-	// A guest-less build's actions are os-stop, then createImage.
-	transient("snapshot", callAction, faultproxy.Nth(2))
+	// "stop" is Nova's os-stop (and the wait for SHUTOFF); the guest's own
+	// shutdown is the guest step "power-off" (fault_guest_integration_test.go).
+	transient("stop", callStop, faultproxy.Nth(1))
+	transient("snapshot", callCreateImage, faultproxy.Nth(1))
 	transient("copy download", callDownload, faultproxy.Nth(1))
 	// A download that stops in the middle: the builder's transfer idle
 	// timeout ends it, and it starts again.
@@ -138,6 +156,26 @@ func faultCells() []faultCell {
 	transient("delete", callDelete, faultproxy.Nth(1))
 
 	every := faultproxy.Every()
+	// The steps before the server: a fault that does not go away fails the
+	// build there, with its exit code, the step named, nothing made.
+	cells = append(cells,
+		faultCell{step: "connect", fault: "500 always", want: 3, msg: "step connect: cloud \"" + testenv.BuildCloud + "\": Keystone at",
+			rules: []faultproxy.Rule{rule(callAuth, every, faultproxy.Status(500))}},
+		faultCell{step: "connect", fault: "401 always", want: 4, msg: "step connect: cloud \"" + testenv.BuildCloud + "\" refused the credentials",
+			rules: []faultproxy.Rule{rule(callAuth, every, faultproxy.Unauthorized())}},
+		faultCell{step: "keypair", fault: "500 always", want: 6, msg: "step keypair: ",
+			rules: []faultproxy.Rule{rule(callKeypair, every, faultproxy.Status(500))}},
+		faultCell{step: "security group", fault: "503 always", want: 6, msg: "step security group: ",
+			rules: []faultproxy.Rule{rule(callSecurityGroup, every, faultproxy.Status(503))}},
+		faultCell{step: "flavor", fault: "500 always", want: 6, msg: "step flavor and network: ",
+			rules: []faultproxy.Rule{rule(callFlavors, every, faultproxy.Status(500))}},
+		faultCell{step: "network", fault: "reset always", want: 3, msg: "step flavor and network: ",
+			rules: []faultproxy.Rule{rule(callNetworks, every, faultproxy.Reset())}},
+		faultCell{step: "base image", fault: "500 always", want: 6, msg: "step base image: ",
+			rules: []faultproxy.Rule{rule(callImages, every, faultproxy.Status(500))}},
+		faultCell{step: "stop", fault: "500 always", want: 6, msg: "step stop: ",
+			rules: []faultproxy.Rule{rule(callStop, every, faultproxy.Status(500))}},
+	)
 	cells = append(cells,
 		faultCell{step: "create", fault: "500 always", want: 6, msg: "creating builder server",
 			rules: []faultproxy.Rule{rule(callCreate, every, faultproxy.Status(500))}},
@@ -148,8 +186,7 @@ func faultCells() []faultCell {
 		faultCell{step: "wait", fault: "503 five times", want: 6, msg: "creating builder server",
 			rules: []faultproxy.Rule{rule(callWait, faultproxy.FirstN(5), faultproxy.Status(503))}},
 		faultCell{step: "snapshot", fault: "reset always", want: 8, msg: "snapshotting the builder",
-			rules: []faultproxy.Rule{rule(callAction, faultproxy.Nth(2), faultproxy.Reset()),
-				rule(callAction, faultproxy.Nth(3), faultproxy.Reset()), rule(callAction, faultproxy.Nth(4), faultproxy.Reset())}},
+			rules: []faultproxy.Rule{rule(callCreateImage, every, faultproxy.Reset())}},
 		faultCell{step: "copy download", fault: "cut always", want: 8, msg: "downloading snapshot",
 			rules: []faultproxy.Rule{rule(callDownload, every, faultproxy.CutResponse(64<<10))}},
 		faultCell{step: "copy upload", fault: "cut always", want: 8, msg: "uploading image",
@@ -173,7 +210,8 @@ func faultCells() []faultCell {
 		}{
 			{"create", callCreate, faultproxy.Nth(1), 130},
 			{"wait", callWait, faultproxy.Nth(2), 130},
-			{"snapshot", callAction, faultproxy.Nth(2), 130},
+			{"stop", callStop, faultproxy.Nth(1), 130},
+			{"snapshot", callCreateImage, faultproxy.Nth(1), 130},
 			{"copy download", callDownload, faultproxy.Nth(1), 130},
 			{"copy upload", callUpload, faultproxy.Nth(1), 130},
 			{"publish", callPublish, faultproxy.Nth(1), 130},
@@ -223,7 +261,7 @@ func TestFaultTable(t *testing.T) {
 		// The operator's own image of the same name: not ours, never deleted.
 		foreign[name] = uploadFaultImage(t, ctx, direct[name], dir, imageName, 4<<10)
 	}
-	uploadFaultBase(t, ctx, direct[testenv.BuildCloud], dir, prefix)
+	baseImage := uploadFaultBase(t, ctx, direct[testenv.BuildCloud], dir, prefix)
 	verify := filepath.Join(dir, "verify.sh")
 	if err := os.WriteFile(verify, []byte("#!/bin/sh\ntrue\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -238,16 +276,25 @@ func TestFaultTable(t *testing.T) {
 		Builder: config.BuilderOpenStack, Flavor: testenv.FlavorMin, Network: testenv.Network,
 		UserDataFile: "/dev/null", VerifyScriptFile: verify, SkipDefaultChecks: true,
 	}
-	t.Cleanup(func() {
-		removeBuildLeftovers(t, func(ctx context.Context, cloud string, log *slog.Logger) (Cloud, error) {
-			return openstack.Connect(ctx, cloud, openstack.WithLogger(log), openstack.WithCloudsPaths(testenv.CloudsFile()))
-		}, prefix, imageName, publish)
-	})
+	// What the build may leave by design: the prefix's keypair and security
+	// group (the first build makes them), the operator's images, the base
+	// image and our current revisions. At the end those alone are removed,
+	// after the last cell counted them; anything else is left for
+	// testenv.Prefix's check to report.
+	current := map[string][]string{}
+	expected := func(servers int) wantLeft {
+		w := wantLeft{servers: servers, keypair: true, securityGroup: true, images: []string{baseImage}}
+		for _, name := range publish {
+			w.images = append(w.images, foreign[name])
+			w.images = append(w.images, current[name]...)
+		}
+		return w
+	}
+	t.Cleanup(func() { removeExpectedLeft(t, prefix, expected(0)) })
 
 	// current are our revisions in each cloud (the newest is the one
 	// consumers use): what a failed build must leave, and what the next
 	// successful one prunes down to its own.
-	current := map[string][]string{}
 	build := func(t *testing.T, ctx context.Context, s config.RunSpec, c faultCell, onLog func(string, map[string]string), ledger *Ledger) ([]config.PublishedImage, error) {
 		var h slog.Handler = slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})
 		if onLog != nil {
@@ -266,6 +313,7 @@ func TestFaultTable(t *testing.T) {
 	for _, im := range imgs {
 		current[im.Cloud] = []string{im.ID}
 	}
+	assertLeft(t, ctx, prefix, expected(0))
 
 	for _, c := range faultCells() {
 		t.Run(c.step+"/"+c.fault, func(t *testing.T) {
@@ -339,9 +387,6 @@ func TestFaultTable(t *testing.T) {
 					t.Errorf("error %q: want it to name %q", err, c.msg)
 				}
 			}
-			if c.leavesServer {
-				removeBuilders(t, ctx, direct[testenv.BuildCloud], prefix)
-			}
 			want := map[string][]string{}
 			for _, name := range publish {
 				want[name] = append([]string{foreign[name]}, current[name]...)
@@ -375,16 +420,135 @@ func TestFaultTable(t *testing.T) {
 				if !slices.Equal(got, want[name]) {
 					t.Errorf("cloud %s: images named %s are %v, want %v (the operator's %s and ours)", name, imageName, got, want[name], foreign[name])
 				}
-				// What the cloud holds is the truth for the next cell.
-				current[name] = slices.DeleteFunc(got, func(id string) bool { return id == foreign[name] })
 			}
-			if srv := builderServers(t, ctx, direct[testenv.BuildCloud], prefix); len(srv) > 0 {
-				t.Errorf("builder servers left: %v", srv)
+			// Everything of the prefix in every project, counted before any
+			// cleanup helper: exactly the images of want, the prefix's one
+			// keypair and security group, and no server or port (but the one
+			// the cloud refused to delete).
+			stack := wantLeft{keypair: true, securityGroup: true, images: []string{baseImage}}
+			if c.leavesServer {
+				stack.servers = 1
+			}
+			for _, name := range publish {
+				stack.images = append(stack.images, want[name]...)
+			}
+			assertLeft(t, ctx, prefix, stack)
+			if c.leavesServer {
+				removeBuilders(t, ctx, direct[testenv.BuildCloud], prefix)
+			}
+			for _, name := range publish {
+				// What the cloud holds is the truth for the next cell.
+				got := imageIDs(t, ctx, direct[name], imageName)
+				current[name] = slices.DeleteFunc(got, func(id string) bool { return id == foreign[name] })
 			}
 			if left, _ := filepath.Glob(filepath.Join(tmp, "*")); len(left) > 0 {
 				t.Errorf("scratch files left: %v", left)
 			}
 		})
+	}
+}
+
+// wantLeft is what a test expects to find of its prefix in the whole stack.
+type wantLeft struct {
+	servers int      // builder servers, each with exactly one port
+	images  []string // the IDs of every image named with the prefix, in any project
+	// keypair and securityGroup: the prefix's own one exists (exactly one).
+	keypair, securityGroup bool
+}
+
+// assertLeft lists, in every project, everything named with prefix (and
+// every port of its servers and security groups) and fails t unless it is
+// exactly w (see leftProblems). Call it before any helper that deletes
+// resources of the prefix.
+func assertLeft(t *testing.T, ctx context.Context, prefix string, w wantLeft) {
+	t.Helper()
+	leaks, err := testenv.FindLeaks(ctx, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range leftProblems(leaks, prefix, w) {
+		t.Error(p)
+	}
+}
+
+// leftProblems compares what FindLeaks found of prefix with w: exactly
+// w.servers servers and as many ports, no volume, exactly one keypair and
+// one security group of the prefix's names (or none), exactly the images
+// of w.images, nothing of another kind.
+func leftProblems(leaks []testenv.Leak, prefix string, w wantLeft) []string {
+	var problems []string
+	got := map[string][]string{}
+	for _, l := range leaks {
+		got[l.Kind] = append(got[l.Kind], l.String())
+	}
+	count := func(kind string, want int) {
+		if len(got[kind]) != want {
+			problems = append(problems, fmt.Sprintf("%d %ss of prefix %s, want %d: %v", len(got[kind]), kind, prefix, want, got[kind]))
+		}
+	}
+	count("server", w.servers)
+	count("port", w.servers)
+	count("volume", 0)
+	named := func(kind, name string, want bool) {
+		wantN := 0
+		if want {
+			wantN = 1
+		}
+		n := 0
+		for _, l := range leaks {
+			if l.Kind == kind && l.Name == name {
+				n++
+			}
+		}
+		if len(got[kind]) != wantN || n != wantN {
+			problems = append(problems, fmt.Sprintf("%ss of prefix %s: %v, want exactly %d named %s", kind, prefix, got[kind], wantN, name))
+		}
+	}
+	named("keypair", config.KeypairName(prefix), w.keypair)
+	named("security group", config.SecurityGroupName(prefix), w.securityGroup)
+	var ids []string
+	for _, l := range leaks {
+		if l.Kind == "image" {
+			ids = append(ids, l.ID)
+		}
+	}
+	want := slices.Clone(w.images)
+	slices.Sort(ids)
+	slices.Sort(want)
+	if !slices.Equal(ids, want) {
+		problems = append(problems, fmt.Sprintf("images of prefix %s in the stack: %v, want exactly %v (all: %v)", prefix, ids, want, got["image"]))
+	}
+	for kind := range got {
+		if !slices.Contains([]string{"server", "port", "volume", "keypair", "security group", "image"}, kind) {
+			problems = append(problems, fmt.Sprintf("unexpected %s of prefix %s: %v", kind, prefix, got[kind]))
+		}
+	}
+	return problems
+}
+
+// removeExpectedLeft deletes what w says a test leaves by design, and
+// nothing else: what else is there stays for testenv.Prefix's check.
+func removeExpectedLeft(t *testing.T, prefix string, w wantLeft) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	leaks, err := testenv.FindLeaks(ctx, prefix)
+	if err != nil {
+		t.Errorf("listing what prefix %s left: %v", prefix, err)
+		return
+	}
+	expected := slices.DeleteFunc(leaks, func(l testenv.Leak) bool {
+		switch l.Kind {
+		case "keypair":
+			return !w.keypair || l.Name != config.KeypairName(prefix)
+		case "security group":
+			return !w.securityGroup || l.Name != config.SecurityGroupName(prefix)
+		case "image":
+			return !slices.Contains(w.images, l.ID)
+		}
+		return true
+	})
+	if err := testenv.DeleteLeaks(ctx, expected); err != nil {
+		t.Errorf("removing what prefix %s leaves by design: %v", prefix, err)
 	}
 }
 
@@ -506,5 +670,49 @@ func proxiedConnector(tb testing.TB, opts ...openstack.Option) (*faultproxy.Prox
 		all := append([]openstack.Option{openstack.WithLogger(log), openstack.WithCloudsPaths(testenv.CloudsFile()),
 			openstack.WithAuthURL(proxy.AuthURL())}, opts...)
 		return openstack.Connect(ctx, cloud, all...)
+	}
+}
+
+// TestLeftProblems: the fault cells' census fails for a duplicate keypair
+// or security group, an image too many or too few, a server or a port left,
+// a volume; and passes for exactly what is expected. (It runs without the
+// stack: it proves the integration check can fail.)
+func TestLeftProblems(t *testing.T) {
+	const p = "it-abc123"
+	kp := testenv.Leak{Kind: "keypair", Name: config.KeypairName(p), ID: config.KeypairName(p), Project: "u1"}
+	sg := testenv.Leak{Kind: "security group", Name: config.SecurityGroupName(p), ID: "sg1", Project: "p1"}
+	img := func(id string) testenv.Leak {
+		return testenv.Leak{Kind: "image", Name: config.ImageName(p, config.BaseNoble, config.ArchX64), ID: id, Project: "p1"}
+	}
+	server := testenv.Leak{Kind: "server", Name: config.BuilderName(p, config.BaseNoble, config.ArchX64), ID: "s1", Project: "p1"}
+	port := testenv.Leak{Kind: "port", Name: "(unnamed, device s1)", ID: "port1", Project: "p1"}
+	want := wantLeft{keypair: true, securityGroup: true, images: []string{"i1", "i2"}}
+	base := []testenv.Leak{kp, sg, img("i1"), img("i2")}
+	tests := []struct {
+		name  string
+		leaks []testenv.Leak
+		want  wantLeft
+		fails bool
+	}{
+		{"exactly", base, want, false},
+		{"the server the cloud kept, with its port", append(slices.Clone(base), server, port), wantLeft{servers: 1, keypair: true, securityGroup: true, images: want.images}, false},
+		{"nothing at all", nil, wantLeft{}, false},
+		{"duplicate keypair", append(slices.Clone(base), kp), want, true},
+		{"a second security group", append(slices.Clone(base), testenv.Leak{Kind: "security group", Name: p + "-other", ID: "sg2"}), want, true},
+		{"no security group", []testenv.Leak{kp, img("i1"), img("i2")}, want, true},
+		{"an image too many", append(slices.Clone(base), img("i3")), want, true},
+		{"an image missing", []testenv.Leak{kp, sg, img("i1")}, want, true},
+		{"a server", append(slices.Clone(base), server), want, true},
+		{"a port", append(slices.Clone(base), port), want, true},
+		{"a volume", append(slices.Clone(base), testenv.Leak{Kind: "volume", Name: p + "-vol", ID: "v1"}), want, true},
+		{"another kind", append(slices.Clone(base), testenv.Leak{Kind: "floating ip", Name: p, ID: "f1"}), want, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			problems := leftProblems(tt.leaks, p, tt.want)
+			if (len(problems) > 0) != tt.fails {
+				t.Errorf("problems %q, want failing %v", problems, tt.fails)
+			}
+		})
 	}
 }

@@ -226,7 +226,18 @@ func (b *osBuild) prepare(ctx context.Context) error {
 }
 
 func (b *osBuild) ensureKeypair(ctx context.Context) error {
-	return ensureKeypair(ctx, b.cloud, config.KeypairName(b.spec.Prefix), b.key, b.log)
+	return cloudStepError(ensureKeypair(ctx, b.cloud, config.KeypairName(b.spec.Prefix), b.key, b.log))
+}
+
+// cloudStepError gives a failed call of a step before or around the server
+// (keypair, security group, flavor and network, base image, stop) a kind:
+// its own (unreachable, auth, not found...), else a build failure (exit 6),
+// not the unclassified exit 1 of a bug. The step's name is added by Runner.
+func cloudStepError(err error) error {
+	if err == nil || errs.KindOf(err) != errs.KindInternal {
+		return err
+	}
+	return &errs.Error{Kind: errs.KindBuild, Err: err}
 }
 
 // ensureKeypair makes the Nova keypair name hold key's public key: imported
@@ -269,7 +280,7 @@ func publicKeyBlob(line string) string {
 
 func (b *osBuild) ensureSecurityGroup(ctx context.Context) error {
 	_, err := b.cloud.EnsureSecurityGroup(ctx, config.SecurityGroupName(b.spec.Prefix), securityGroupDescription)
-	return err
+	return cloudStepError(err)
 }
 
 const securityGroupDescription = "For builders managed by the github-runner-image-builder."
@@ -277,10 +288,10 @@ const securityGroupDescription = "For builders managed by the github-runner-imag
 func (b *osBuild) selectFlavorNetwork(ctx context.Context) error {
 	var err error
 	if b.flavor, err = b.cloud.SelectFlavor(ctx, b.spec.Flavor); err != nil {
-		return err
+		return cloudStepError(err)
 	}
 	if b.network, err = b.cloud.SelectNetwork(ctx, b.spec.Network); err != nil {
-		return err
+		return cloudStepError(err)
 	}
 	b.log.Info("flavor and network", "flavor", b.flavor.Name, "network", b.network.Name)
 	return nil
@@ -290,7 +301,7 @@ func (b *osBuild) findBaseImage(ctx context.Context) error {
 	name := config.BaseImageName(b.spec.Prefix, b.spec.Base, b.spec.Arch)
 	ims, err := b.cloud.ListImagesByName(ctx, name, true)
 	if err != nil {
-		return err
+		return cloudStepError(err)
 	}
 	im, refused := PickBaseImage(ims, b.cloud.ProjectID(), b.spec.Prefix)
 	for _, r := range refused {
@@ -487,7 +498,7 @@ func (b *osBuild) console(ctx context.Context) (string, error) {
 }
 
 func (b *osBuild) stopServer(ctx context.Context) error {
-	return b.cloud.StopServer(ctx, b.serverID)
+	return cloudStepError(b.cloud.StopServer(ctx, b.serverID))
 }
 
 func (b *osBuild) createSnapshot(ctx context.Context) error {

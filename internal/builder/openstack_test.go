@@ -375,3 +375,34 @@ func testJob(t testing.TB, spec config.RunSpec, userData []byte) Job {
 	}
 	return job
 }
+
+// A cloud call of a step around the server that fails with an error nobody
+// classified (a 5xx that outlived its retries) is a build failure (exit 6),
+// not exit 1; one with a kind keeps it. The error names the step and the
+// build leaves no server.
+func TestCloudStepErrorsHaveAKind(t *testing.T) {
+	for _, tt := range []struct {
+		call, step string
+		err        error
+		want       int
+	}{
+		{"ImportKeypair", "step keypair: ", errors.New("HTTP 500"), 6},
+		{"StopServer", "step stop: ", errors.New("HTTP 503"), 6},
+		{"StopServer", "step stop: ", errs.New(errs.KindUnreachable, "cloud unreachable"), 3},
+	} {
+		t.Run(tt.call+"/"+tt.err.Error(), func(t *testing.T) {
+			build := newFakeCloud("build")
+			storeBase(build, "p")
+			build.fail[tt.call] = tt.err
+			o := testOpenStack(t, build)
+			o.withoutGuest = true // the fake server has no guest
+			_, err := o.Build(context.Background(), nil, testJob(t, testSpec(t, nil), nil))
+			if errs.ExitCode(err) != tt.want || !strings.Contains(err.Error(), tt.step) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("err = %v (exit %d), want exit %d, one line naming %q", err, errs.ExitCode(err), tt.want, tt.step)
+			}
+			if len(build.servers) != 0 {
+				t.Errorf("servers left: %v", build.servers)
+			}
+		})
+	}
+}

@@ -316,7 +316,11 @@ func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.reset()
 		return
 	}
-	h := p.rules.match(r.Method, rt.service, r.URL.Path)
+	var body []byte
+	if p.rules.wantsBody(r.Method, rt.service, r.URL.Path) {
+		body = peekBody(r)
+	}
+	h := p.rules.match(r.Method, rt.service, r.URL.Path, body)
 	defer func() { p.leave(entry, rec.status, h) }() // runs on ReverseProxy's ErrAbortHandler panic too
 
 	fault := Pass()
@@ -470,4 +474,22 @@ func loopbackOnly(_, address string, _ syscall.RawConn) error {
 		return fmt.Errorf("faultproxy: refusing to dial %s: not a loopback address", address)
 	}
 	return nil
+}
+
+// peekBody reads up to MaxRuleBody bytes of r's body for Rule.Body patterns
+// and puts them back in front of the rest, so the request is forwarded
+// (or faulted) whole.
+func peekBody(r *http.Request) []byte {
+	if r.Body == nil || r.Body == http.NoBody {
+		return []byte{}
+	}
+	head, _ := io.ReadAll(io.LimitReader(r.Body, MaxRuleBody)) // a read error shows on forwarding
+	r.Body = &peekedBody{Reader: io.MultiReader(bytes.NewReader(head), r.Body), Closer: r.Body}
+	return head
+}
+
+// peekedBody is a request body whose start was read by peekBody.
+type peekedBody struct {
+	io.Reader
+	io.Closer
 }

@@ -636,6 +636,44 @@ func TestWhen(t *testing.T) {
 	}
 }
 
+// TestRuleBody: a Body pattern tells one server action from another by
+// what the request asks; every request, matched or not, reaches the
+// upstream with its body whole (a body longer than MaxRuleBody included).
+func TestRuleBody(t *testing.T) {
+	up := newUpstreams(t, nil, nil)
+	p := newProxy(t, up.keystone.URL)
+	compute := catalog(t, p)[Compute]
+	stop := mustAdd(t, p, Rule{Method: http.MethodPost, Service: Compute, Path: `/action$`,
+		Body: `^\s*\{\s*"os-stop"`, Fault: Status(503)})
+	long := `{"createImage": {"name": "` + strings.Repeat("x", MaxRuleBody) + `"}}`
+	tests := []struct {
+		path, body string
+		want       int
+		echo       string // the upstream's answer, when forwarded
+	}{
+		{"/servers/1/action", `{"os-getConsoleOutput": {"length": 0}}`, 200, "POST /v2.1/servers/1/action host="},
+		{"/servers/1/action", `{"os-stop": null}`, 503, ""},
+		{"/servers/1/action", ` { "os-stop" : null}`, 503, ""},
+		{"/servers/1/action", long, 200, fmt.Sprintf("body=%d", len(long))},
+		{"/servers/1/action", "", 200, "body=0"},
+		{"/servers/1", `{"os-stop": null}`, 200, "body=17"}, // not the action path
+	}
+	for _, tt := range tests {
+		resp, err := http.Post(compute+tt.path, "application/json", strings.NewReader(tt.body))
+		if err != nil {
+			t.Fatalf("POST %s: %v", tt.path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.want || !strings.Contains(string(b), tt.echo) {
+			t.Errorf("POST %s %.40q: %d %q, want %d and %q", tt.path, tt.body, resp.StatusCode, b, tt.want, tt.echo)
+		}
+	}
+	if stop.Fired() != 2 || stop.Matched() != 2 {
+		t.Errorf("the os-stop rule fired %d times, matched %d; want 2 and 2", stop.Fired(), stop.Matched())
+	}
+}
+
 func TestRuleOrderRemoveAndClear(t *testing.T) {
 	up := newUpstreams(t, nil, nil)
 	p := newProxy(t, up.keystone.URL)
@@ -676,6 +714,7 @@ func TestAddRefusesBadRules(t *testing.T) {
 		"nth 0":            {When: Nth(0)},
 		"first 0":          {When: FirstN(0)},
 		"bad regexp":       {Path: "("},
+		"bad body regexp":  {Body: "("},
 	} {
 		if _, err := p.Add(r); err == nil {
 			t.Errorf("%s: Add accepted %+v", name, r)

@@ -12,6 +12,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
@@ -58,7 +59,8 @@ func bootServer(t *testing.T, ctx context.Context, c *testenv.Cloud, name, image
 }
 
 // TestLeakCheck proves the leak check can fail: it finds what a "test" left
-// in another project (a server, an image, a keypair, a security group), then
+// in another project (a server and its port, a port, an image, a keypair, a
+// security group), then
 // deletes them all.
 func TestLeakCheck(t *testing.T) {
 	testenv.Require(t)
@@ -89,6 +91,9 @@ func TestLeakCheck(t *testing.T) {
 	if _, err := groups.Create(ctx, c.Network, groups.CreateOpts{Name: leakPrefix + "-sg"}).Extract(); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := ports.Create(ctx, c.Network, ports.CreateOpts{Name: leakPrefix + "-port", NetworkID: networkID(t, ctx, c)}).Extract(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := testenv.WaitServer(ctx, c.Compute, srv.ID, "ACTIVE"); err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +110,10 @@ func TestLeakCheck(t *testing.T) {
 		if kinds[kind] != 1 {
 			t.Errorf("found %d leaked %s, want 1 (all: %v)", kinds[kind], kind, leaks)
 		}
+	}
+	// The server's port (Nova names it nothing) and the named one.
+	if kinds["port"] != 2 {
+		t.Errorf("found %d leaked ports, want 2: the server's and %s (all: %v)", kinds["port"], leakPrefix+"-port", leaks)
 	}
 	if err := testenv.DeleteLeaks(ctx, leaks); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/users"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/clock"
 )
@@ -34,7 +36,8 @@ const (
 
 // Prefix returns a short resource-name prefix unique to this test, such as
 // "it-k3x9qa", and registers a cleanup that fails the test for every server,
-// image, keypair, security group and volume whose name starts with it in any
+// port (see FindLeaks), image, keypair, security group and volume whose name
+// starts with it in any
 // project of the test OpenStack (listed as it-admin), then deletes them so a
 // leak does not cascade into later tests. Name everything the test creates
 // with the prefix. Call Require before Prefix.
@@ -90,7 +93,7 @@ func newPrefix() string {
 
 // Leak is one resource whose name starts with a test's prefix.
 type Leak struct {
-	Kind    string // server, image, keypair, security group, volume
+	Kind    string // server, port, image, keypair, security group, volume
 	Name    string
 	ID      string
 	Project string // project ID; for keypairs the owning user ID
@@ -101,9 +104,12 @@ func (l Leak) String() string {
 }
 
 // FindLeaks lists, as it-admin across all projects, every server, image,
-// keypair, security group and volume named with prefix. A server that is
-// already being deleted is given a short grace to disappear first. Volumes are
-// listed only when the cloud has a block-storage service.
+// keypair, security group and volume named with prefix, and every port of
+// the prefix: named with it, attached to one of its servers or in one of its
+// security groups (Nova names a server's ports nothing). A server that is
+// already being deleted, and a port whose server is gone, are given a short
+// grace to disappear first. Volumes are listed only when the cloud has a
+// block-storage service.
 func FindLeaks(ctx context.Context, prefix string) ([]Leak, error) {
 	admin, err := Connect(ctx, AdminCloud)
 	if err != nil {
@@ -124,7 +130,61 @@ func FindLeaks(ctx context.Context, prefix string) ([]Leak, error) {
 		}
 		leaks = append(leaks, found...)
 	}
-	return leaks, nil
+	found, err := leakedPorts(ctx, admin, prefix, leaks)
+	if err != nil {
+		return nil, err
+	}
+	return append(leaks, found...), nil
+}
+
+// leakedPorts lists the ports of prefix: named with it, or whose device is
+// one of the prefix's servers, or in one of its security groups (others is
+// what FindLeaks found of the other kinds). A server's port that outlives
+// its server (Nova unbinds and deletes it as the server goes) is given
+// deletingGrace to go.
+func leakedPorts(ctx context.Context, admin *Cloud, prefix string, others []Leak) ([]Leak, error) {
+	servers, sgs := map[string]bool{}, map[string]bool{}
+	for _, l := range others {
+		switch l.Kind {
+		case "server":
+			servers[l.ID] = true
+		case "security group":
+			sgs[l.ID] = true
+		}
+	}
+	deadline := time.Now().Add(deletingGrace)
+	for {
+		pages, err := ports.List(admin.Network, ports.ListOpts{}).AllPages(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list ports: %w", err)
+		}
+		all, err := ports.ExtractPorts(pages)
+		if err != nil {
+			return nil, fmt.Errorf("list ports: %w", err)
+		}
+		var leaks []Leak
+		orphaned := false
+		for _, p := range all {
+			inGroup := slices.ContainsFunc(p.SecurityGroups, func(id string) bool { return sgs[id] })
+			if !strings.HasPrefix(p.Name, prefix) && !servers[p.DeviceID] && !inGroup {
+				continue
+			}
+			if strings.HasPrefix(p.DeviceOwner, "compute:") && !servers[p.DeviceID] {
+				orphaned = true
+			}
+			name := p.Name
+			if name == "" {
+				name = "(unnamed, device " + p.DeviceID + ")"
+			}
+			leaks = append(leaks, Leak{Kind: "port", Name: name, ID: p.ID, Project: p.ProjectID})
+		}
+		if !orphaned || time.Now().After(deadline) {
+			return leaks, nil
+		}
+		if err := clock.Sleep(ctx, 2*time.Second); err != nil {
+			return nil, err
+		}
+	}
 }
 
 func leakedServers(ctx context.Context, admin *Cloud, prefix string) ([]Leak, error) {
@@ -265,7 +325,7 @@ func volumeClient(c *Cloud) (*gophercloud.ServiceClient, error) {
 }
 
 // DeleteLeaks deletes leaks: servers first (waiting until they are gone, so
-// their ports release security groups), then the rest.
+// their ports release security groups), then ports, then the rest.
 func DeleteLeaks(ctx context.Context, leaks []Leak) error {
 	if len(leaks) == 0 {
 		return nil
@@ -281,6 +341,14 @@ func DeleteLeaks(ctx context.Context, leaks []Leak) error {
 			continue
 		}
 		if err := DeleteServer(ctx, admin.Compute, l.ID); err != nil {
+			fail(l, err)
+		}
+	}
+	for _, l := range leaks {
+		if l.Kind != "port" {
+			continue
+		}
+		if err := ports.Delete(ctx, admin.Network, l.ID).ExtractErr(); err != nil && !isNotFound(err) {
 			fail(l, err)
 		}
 	}
