@@ -23,6 +23,22 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
 
+// buildCloudFaultProxy is a fault proxy in front of the build cloud's
+// Keystone (warnings logged to t), closed when t ends.
+func buildCloudFaultProxy(t *testing.T) *faultproxy.Proxy {
+	t.Helper()
+	ao, _, _, err := clouds.Parse(clouds.WithCloudName(testenv.BuildCloud), clouds.WithLocations(testenv.CloudsFile()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := faultproxy.New(ao.IdentityEndpoint, faultproxy.WithLogger(slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	return proxy
+}
+
 // proxiedClouds writes a copy of the test OpenStack's clouds.yaml whose
 // build cloud authenticates (and so reaches every service) through p.
 func proxiedClouds(t *testing.T, p *faultproxy.Proxy) string {
@@ -58,15 +74,7 @@ func TestServiceRetriesTransientCloudErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
 	admin := testenv.MustConnect(t, ctx, testenv.BuildCloud)
-	ao, _, _, err := clouds.Parse(clouds.WithCloudName(testenv.BuildCloud), clouds.WithLocations(testenv.CloudsFile()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := faultproxy.New(ao.IdentityEndpoint, faultproxy.WithLogger(slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy := buildCloudFaultProxy(t)
 	name := config.ImageName(p, config.BaseNoble, config.ArchX64)
 	t.Cleanup(func() { removeExpected(t, p, []string{name}) })
 

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
@@ -92,15 +91,7 @@ func TestServeLatestOnStack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	admin := testenv.MustConnect(t, ctx, testenv.BuildCloud)
-	ao, _, _, err := clouds.Parse(clouds.WithCloudName(testenv.BuildCloud), clouds.WithLocations(testenv.CloudsFile()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := faultproxy.New(ao.IdentityEndpoint, faultproxy.WithLogger(slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy := buildCloudFaultProxy(t)
 	name := config.ImageName(p, config.BaseNoble, config.ArchX64)
 	t.Cleanup(func() { removeExpected(t, p, []string{name}) })
 
