@@ -245,7 +245,7 @@ func (f *Fetcher) fetchMirror(ctx context.Context, s Spec) (Image, error) {
 	if size, ok := f.cached(ctx, final, want); ok {
 		f.log().Info("base image cache hit", "image", name, "path", final, "sha256", want)
 		img.Size = size
-		if err := f.recordSerial(s, seen, want); err != nil {
+		if err := f.recordSerial(ctx, s, seen, want); err != nil {
 			return Image{}, err
 		}
 		return img, nil
@@ -264,7 +264,7 @@ func (f *Fetcher) fetchMirror(ctx context.Context, s Spec) (Image, error) {
 	f.log().Info("base image downloaded and verified", "image", name, "bytes", size,
 		"seconds", time.Since(start).Round(time.Second).Seconds(), "sha256", want)
 	img.Size = size
-	if err := f.recordSerial(s, seen, want); err != nil {
+	if err := f.recordSerial(ctx, s, seen, want); err != nil {
 		return Image{}, err
 	}
 	return img, nil

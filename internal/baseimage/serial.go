@@ -16,6 +16,7 @@ import (
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/atomicfile"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
 )
 
 // Rollback protection. The signature covers SHA256SUMS, not the serial it
@@ -29,6 +30,10 @@ import (
 // BuildInfoPath is where, under a serial's directory, the mirror says which
 // serial it is (a "serial=20251113" line).
 const BuildInfoPath = "unpacked/build-info.txt"
+
+// recordLockTimeout bounds the wait for another fetch's update of the
+// serial record (a read and a small write).
+const recordLockTimeout = time.Minute
 
 // acceptedSerial is the record of the newest serial accepted for one base
 // and arch.
@@ -180,14 +185,22 @@ func (f *Fetcher) checkSerial(s Spec, dirURL, seen, sha string) error {
 
 // recordSerial records seen as the newest accepted serial of s's base and
 // arch, unless a newer one is recorded already. The file is replaced
-// atomically.
-func (f *Fetcher) recordSerial(s Spec, seen, sha string) error {
+// atomically, and the read, compare and write happen under a lock beside
+// it, so that two fetches at once cannot move the record back.
+func (f *Fetcher) recordSerial(ctx context.Context, s Spec, seen, sha string) error {
 	if f.StateDir == "" {
 		return nil
 	}
 	if _, ok := parseSerial(seen); !ok {
 		return nil
 	}
+	lctx, cancel := context.WithTimeout(ctx, recordLockTimeout)
+	defer cancel()
+	unlock, err := statedir.Lock(lctx, SerialRecordPath(f.StateDir, s)+".lock")
+	if err != nil {
+		return fmt.Errorf("recording the base image serial: %w", err)
+	}
+	defer unlock()
 	rec, ok, err := f.readSerial(s)
 	if err != nil && s.serial() == SerialCurrent {
 		return err

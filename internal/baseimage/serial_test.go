@@ -5,7 +5,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,8 +99,12 @@ func TestFetchRefusesRolledBackSerial(t *testing.T) {
 		t.Errorf("record %s: %v, mode %v; want 0600", record, err, fi.Mode().Perm())
 	}
 	entries, _ := os.ReadDir(fx.fetcher.StateDir)
-	if len(entries) != 1 {
-		t.Errorf("state dir holds %d files, want only the record (no temporary file)", len(entries))
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{filepath.Base(record), filepath.Base(record) + ".lock"}; !slices.Equal(names, want) {
+		t.Errorf("state dir holds %q, want only the record and its lock %q (no temporary file)", names, want)
 	}
 
 	// A damaged record fails closed.
@@ -184,4 +191,25 @@ func FuzzParseBuildInfo(f *testing.F) {
 			t.Fatalf("accepted %q, which no serial= line names", got)
 		}
 	})
+}
+
+// Fetches recording serials at once never move the record back: the
+// newest serial of all is what stays.
+func TestRecordSerialConcurrent(t *testing.T) {
+	f := &Fetcher{StateDir: t.TempDir()}
+	const n = 24
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			serial := fmt.Sprintf("202501%02d", (i*7)%n+1) // every day once, out of order
+			if err := f.recordSerial(context.Background(), testSpec, serial, strings.Repeat("a", 64)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	rec, ok, err := f.readSerial(testSpec)
+	if want := fmt.Sprintf("202501%02d", n); err != nil || !ok || rec.Serial != want {
+		t.Errorf("record %+v (%v, %v), want serial %s", rec, ok, err, want)
+	}
 }

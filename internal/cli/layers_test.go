@@ -31,7 +31,8 @@ var layers = [][]string{
 
 // domainImports are the imports allowed inside the domain layer.
 var domainImports = map[string][]string{
-	"internal/recipe": {"internal/release"},
+	"internal/recipe":    {"internal/release"},
+	"internal/baseimage": {"internal/statedir"}, // the serial record's lock
 }
 
 // violations returns "A imports B" for every import of deps (package ->
