@@ -49,3 +49,43 @@ func TestInstanceHeadroom(t *testing.T) {
 		})
 	}
 }
+
+// ImageHeadroom reads Glance's image_count_total: limit - usage, never
+// below 0, a negative limit as unlimited; an old Glance without the API
+// (404) or an answer without the limit is an error.
+func TestImageHeadroom(t *testing.T) {
+	tests := []struct {
+		name        string
+		body        string
+		status      int
+		wantN       int
+		wantLimited bool
+		wantErr     bool
+	}{
+		{name: "room for two", body: `{"usage": {"image_size_total": {"limit": 1000, "usage": 10}, "image_count_total": {"limit": 10, "usage": 8}}}`, wantN: 2, wantLimited: true},
+		{name: "over", body: `{"usage": {"image_count_total": {"limit": 10, "usage": 12}}}`, wantN: 0, wantLimited: true},
+		{name: "no limit", body: `{"usage": {"image_count_total": {"limit": -1, "usage": 12}}}`, wantN: 0, wantLimited: false},
+		{name: "no count", body: `{"usage": {"image_size_total": {"limit": 10, "usage": 1}}}`, wantErr: true},
+		{name: "old glance", status: http.StatusNotFound, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeCloud(t)
+			f.mux.HandleFunc("GET /image/v2/info/usage", func(w http.ResponseWriter, _ *http.Request) {
+				if tt.status != 0 {
+					w.WriteHeader(tt.status)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprint(w, tt.body)
+			})
+			n, limited, err := f.connect(t).ImageHeadroom(context.Background())
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v, want error %v", err, tt.wantErr)
+			}
+			if n != tt.wantN || limited != tt.wantLimited {
+				t.Errorf("headroom %d limited %v, want %d %v", n, limited, tt.wantN, tt.wantLimited)
+			}
+		})
+	}
+}

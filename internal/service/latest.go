@@ -212,11 +212,21 @@ func (c *cloudCatalog) conn(ctx context.Context, cloud string) (*openstack.Cloud
 	return conn, nil
 }
 
-// InstanceHeadroom makes the cloud catalog a Quota.
+// InstanceHeadroom and ImageHeadroom make the cloud catalog a Quota.
+var _ Quota = (*cloudCatalog)(nil)
+
 func (c *cloudCatalog) InstanceHeadroom(ctx context.Context, cloud string) (int, bool, error) {
 	conn, err := c.conn(ctx, cloud)
 	if err != nil {
 		return 0, false, err
 	}
 	return conn.InstanceHeadroom(ctx)
+}
+
+func (c *cloudCatalog) ImageHeadroom(ctx context.Context, cloud string) (int, bool, error) {
+	conn, err := c.conn(ctx, cloud)
+	if err != nil {
+		return 0, false, err
+	}
+	return conn.ImageHeadroom(ctx)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
 	"strconv"
@@ -17,16 +18,19 @@ import (
 
 // MaxAutoParallelism caps the openstack builder's automatic parallelism
 // (parallelism: 0): an openstack build mostly waits on the cloud, so every
-// cell builds at once, up to this many and the project's server quota.
+// cell builds at once, up to this many and the project's server and image
+// quotas.
 const MaxAutoParallelism = 8
 
 // quotaTimeout bounds the quota look-up; past it the cap applies.
 const quotaTimeout = 30 * time.Second
 
-// Quota reads how many more servers a cloud's project may create
-// (openstack.Cloud.InstanceHeadroom); limited is false without a quota.
+// Quota reads how many more servers and images a cloud's project may
+// create (openstack.Cloud's InstanceHeadroom and ImageHeadroom); limited is
+// false without a quota.
 type Quota interface {
 	InstanceHeadroom(ctx context.Context, cloud string) (n int, limited bool, err error)
+	ImageHeadroom(ctx context.Context, cloud string) (n int, limited bool, err error)
 }
 
 // Host is what the local builder's automatic parallelism reads of this
@@ -76,10 +80,8 @@ type parallelInput struct {
 	Cells    int
 	Builder  config.BuilderKind
 
-	// openstack: the build cloud's server quota.
-	Headroom int
-	Limited  bool
-	QuotaErr error
+	// openstack: the build cloud's server and image quotas.
+	Servers, Images quotaRead
 
 	// local: this host and the VM's memory.
 	CPUs     int
@@ -90,8 +92,9 @@ type parallelInput struct {
 
 // parallelism is how many cells build at once, and why:
 //   - parallelism: N: min(N, cells);
-//   - openstack: min(cells, MaxAutoParallelism, the server quota's
-//     headroom (at least 1)); a quota that cannot be read leaves the cap;
+//   - openstack: min(cells, MaxAutoParallelism, the server and the image
+//     quota's headroom), at least 1; a quota that cannot be read is left
+//     out (each cell makes one server and one snapshot in the build cloud);
 //   - local: min(cells, CPUs-1, available memory / the VM's memory), at
 //     least 1; memory that cannot be read leaves CPUs-1.
 func parallelism(in parallelInput) (int, string) {
@@ -112,8 +115,13 @@ func parallelism(in parallelInput) (int, string) {
 		return n, why
 	}
 	n, why := MaxAutoParallelism, fmt.Sprintf("cap of %d", MaxAutoParallelism)
-	if in.QuotaErr == nil && in.Limited && in.Headroom < n {
-		n, why = max(1, in.Headroom), fmt.Sprintf("server quota: %d more servers", in.Headroom)
+	for _, q := range []struct {
+		what string
+		quotaRead
+	}{{"servers", in.Servers}, {"images", in.Images}} {
+		if q.Err == nil && q.Limited && q.N < n {
+			n, why = max(1, q.N), fmt.Sprintf("quota: %d more %s", q.N, q.what)
+		}
 	}
 	if cells < n {
 		return cells, "one per cell"
@@ -140,18 +148,34 @@ func (s *Service) parallelism(ctx context.Context, n int) int {
 		default:
 			if q := s.quota(); q != nil {
 				qctx, cancel := context.WithTimeout(ctx, quotaTimeout)
-				in.Headroom, in.Limited, in.QuotaErr = q.InstanceHeadroom(qctx, s.Config.Build.Cloud)
+				cloud := s.Config.Build.Cloud
+				in.Servers = readQuota(log, "server", cloud, func() (int, bool, error) { return q.InstanceHeadroom(qctx, cloud) })
+				in.Images = readQuota(log, "image", cloud, func() (int, bool, error) { return q.ImageHeadroom(qctx, cloud) })
 				cancel()
-				if in.QuotaErr != nil {
-					log.Warn("cannot read the server quota: parallelism up to the cap", "cloud", s.Config.Build.Cloud,
-						"cap", MaxAutoParallelism, "error", in.QuotaErr)
-				}
 			}
 		}
 	}
 	p, why := parallelism(in)
 	log.Info("building cells in parallel", "cells", n, "parallelism", p, "by", why)
 	return p
+}
+
+// quotaRead is one quota look-up: N more allowed (Limited), or Err.
+type quotaRead struct {
+	N       int
+	Limited bool
+	Err     error
+}
+
+// readQuota reads one quota; a failure is logged and left out of the rule.
+func readQuota(log *slog.Logger, what, cloud string, read func() (int, bool, error)) quotaRead {
+	var q quotaRead
+	q.N, q.Limited, q.Err = read()
+	if q.Err != nil {
+		log.Warn("cannot read the "+what+" quota: parallelism not bound by it", "cloud", cloud,
+			"cap", MaxAutoParallelism, "error", q.Err)
+	}
+	return q
 }
 
 // quota is Service.Quota, else the Catalog when it reads quotas.

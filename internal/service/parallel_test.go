@@ -3,6 +3,8 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -20,18 +22,23 @@ func TestParallelismRule(t *testing.T) {
 		want int
 	}{
 		// Explicit parallelism: N wins over everything but the cell count.
-		{"explicit", parallelInput{Explicit: 3, Cells: 4, Builder: os, Headroom: 1, Limited: true}, 3},
+		{"explicit", parallelInput{Explicit: 3, Cells: 4, Builder: os, Servers: room(1)}, 3},
 		{"explicit above cells", parallelInput{Explicit: 6, Cells: 4, Builder: local, CPUs: 2}, 4},
 		{"explicit local", parallelInput{Explicit: 2, Cells: 4, Builder: local, CPUs: 1, MemMiB: 100, VMMemMiB: 2048}, 2},
 		// openstack: every cell at once, whatever the CPUs, up to the cap and the quota.
 		{"openstack four cells", parallelInput{Cells: 4, Builder: os, CPUs: 2}, 4},
 		{"openstack one cell", parallelInput{Cells: 1, Builder: os}, 1},
 		{"openstack cap", parallelInput{Cells: 20, Builder: os}, MaxAutoParallelism},
-		{"openstack quota room 3", parallelInput{Cells: 4, Builder: os, Headroom: 3, Limited: true}, 3},
-		{"openstack quota roomier than cells", parallelInput{Cells: 4, Builder: os, Headroom: 50, Limited: true}, 4},
-		{"openstack quota full: one at a time", parallelInput{Cells: 4, Builder: os, Headroom: 0, Limited: true}, 1},
-		{"openstack no quota: cap", parallelInput{Cells: 12, Builder: os, Limited: false}, MaxAutoParallelism},
-		{"openstack quota unreadable: cap", parallelInput{Cells: 12, Builder: os, Headroom: 1, Limited: true, QuotaErr: noQuota}, MaxAutoParallelism},
+		{"openstack servers for 3", parallelInput{Cells: 4, Builder: os, Servers: room(3), Images: room(50)}, 3},
+		{"openstack images for 2", parallelInput{Cells: 4, Builder: os, Servers: room(50), Images: room(2)}, 2},
+		{"openstack both, the lower", parallelInput{Cells: 8, Builder: os, Servers: room(5), Images: room(3)}, 3},
+		{"openstack quota roomier than cells", parallelInput{Cells: 4, Builder: os, Servers: room(50), Images: room(50)}, 4},
+		{"openstack servers full: one at a time", parallelInput{Cells: 4, Builder: os, Servers: room(0)}, 1},
+		{"openstack no quota: cap", parallelInput{Cells: 12, Builder: os, Servers: quotaRead{}, Images: quotaRead{}}, MaxAutoParallelism},
+		{"openstack quotas unreadable: cap", parallelInput{Cells: 12, Builder: os,
+			Servers: quotaRead{N: 1, Limited: true, Err: noQuota}, Images: quotaRead{N: 1, Limited: true, Err: noQuota}}, MaxAutoParallelism},
+		{"openstack image quota unreadable: servers", parallelInput{Cells: 12, Builder: os,
+			Servers: room(5), Images: quotaRead{Err: noQuota}}, 5},
 		// local: CPUs-1 (at least 1) and available memory / the VM's memory.
 		{"local 2 CPUs", parallelInput{Cells: 4, Builder: local, CPUs: 2, MemMiB: 64 << 10, VMMemMiB: 2048}, 1},
 		{"local 1 CPU", parallelInput{Cells: 4, Builder: local, CPUs: 1, MemMiB: 64 << 10, VMMemMiB: 2048}, 1},
@@ -72,16 +79,21 @@ func TestMemAvailableMiB(t *testing.T) {
 	}
 }
 
+func room(n int) quotaRead { return quotaRead{N: n, Limited: true} }
+
 type fakeQuota struct {
-	n       int
-	limited bool
-	err     error
-	clouds  []string
+	servers, images quotaRead
+	clouds          []string
 }
 
 func (q *fakeQuota) InstanceHeadroom(_ context.Context, cloud string) (int, bool, error) {
 	q.clouds = append(q.clouds, cloud)
-	return q.n, q.limited, q.err
+	return q.servers.N, q.servers.Limited, q.servers.Err
+}
+
+func (q *fakeQuota) ImageHeadroom(_ context.Context, cloud string) (int, bool, error) {
+	q.clouds = append(q.clouds, cloud)
+	return q.images.N, q.images.Limited, q.images.Err
 }
 
 type fakeHost struct {
@@ -105,13 +117,18 @@ func TestServiceParallelismInputs(t *testing.T) {
 		host      fakeHost
 		want      int
 		wantAsked bool
+		wantLog   []string // in the log, besides the outcome line
 	}{
-		{name: "quota room 2", extra: four, quota: &fakeQuota{n: 2, limited: true}, want: 2, wantAsked: true},
-		{name: "quota unreadable", extra: four, quota: &fakeQuota{err: errors.New("HTTP 503")}, want: 4, wantAsked: true},
-		{name: "explicit skips the quota", extra: four + "parallelism: 3\n", quota: &fakeQuota{n: 1, limited: true}, want: 3},
+		{name: "servers for 2", extra: four, quota: &fakeQuota{servers: room(2), images: room(9)}, want: 2, wantAsked: true},
+		{name: "images for 3", extra: four, quota: &fakeQuota{servers: room(9), images: room(3)}, want: 3, wantAsked: true},
+		{name: "quotas unreadable", extra: four, quota: &fakeQuota{servers: quotaRead{Err: errors.New("HTTP 503")},
+			images: quotaRead{Err: errors.New("HTTP 404")}}, want: 4, wantAsked: true,
+			wantLog: []string{"cannot read the server quota", "HTTP 503", "cannot read the image quota", "HTTP 404"}},
+		{name: "explicit skips the quota", extra: four + "parallelism: 3\n", quota: &fakeQuota{servers: room(1)}, want: 3},
 		{name: "no quota reader", extra: four, want: 4},
 		{name: "local by memory", local: true, host: fakeHost{cpus: 8, mem: 4100}, want: 2},
-		{name: "local by CPUs, memory unreadable", local: true, host: fakeHost{cpus: 4, err: errors.New("nope")}, want: 3},
+		{name: "local by CPUs, memory unreadable", local: true, host: fakeHost{cpus: 4, err: errors.New("nope")}, want: 3,
+			wantLog: []string{"cannot read the available memory"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,19 +137,29 @@ func TestServiceParallelismInputs(t *testing.T) {
 				s.Quota = tt.quota
 			}
 			s.Host = tt.host
+			var logs strings.Builder
+			s.Log = slog.New(slog.NewTextHandler(&logs, nil))
 			if tt.local {
 				s.Config.Build.Builder = config.BuilderLocal
 			}
-			if got := s.parallelism(t.Context(), 4); got != tt.want {
+			got := s.parallelism(t.Context(), 4)
+			if got != tt.want {
 				t.Errorf("parallelism %d, want %d", got, tt.want)
+			}
+			for _, w := range append(tt.wantLog, "building cells in parallel", fmt.Sprintf("parallelism=%d", tt.want)) {
+				if !strings.Contains(logs.String(), w) {
+					t.Errorf("log lacks %q:\n%s", w, logs.String())
+				}
 			}
 			if tt.quota != nil {
 				asked := len(tt.quota.clouds) > 0
 				if asked != tt.wantAsked {
 					t.Errorf("quota asked %v, want %v", asked, tt.wantAsked)
 				}
-				if asked && tt.quota.clouds[0] != s.Config.Build.Cloud {
-					t.Errorf("quota of %q, want the build cloud %q", tt.quota.clouds[0], s.Config.Build.Cloud)
+				for _, c := range tt.quota.clouds {
+					if c != s.Config.Build.Cloud {
+						t.Errorf("quota of %q, want the build cloud %q", c, s.Config.Build.Cloud)
+					}
 				}
 			}
 		})
