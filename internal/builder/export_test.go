@@ -8,3 +8,8 @@ var LocalLockName = localLockName
 // the built image, so the publishing path runs on a real cloud at no
 // guest boot.
 func WithoutGuest(l *Local) *Local { l.withoutGuest = true; return l }
+
+// OpenStackWithoutGuest makes o skip the guest steps (ssh, cloud-init,
+// script, verify, clean, power-off): with a base image the test Nova does
+// not boot (no grib_test_guest), a build is the orchestration alone.
+func OpenStackWithoutGuest(o *OpenStack) *OpenStack { o.withoutGuest = true; return o }

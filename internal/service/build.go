@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,7 +54,11 @@ type Service struct {
 	Resolver Resolver    // optional: new-release checks of Due
 	Init     Initializer // optional: base image refresh
 	Metrics  *Metrics    // optional
-	Log      *slog.Logger
+	// Quota reads the build cloud's server quota for parallelism: 0
+	// (optional; default: the Catalog when it is a Quota).
+	Quota Quota
+	Host  Host // what parallelism: 0 reads of this machine (nil: the real one)
+	Log   *slog.Logger
 	// Environ is the process environment (KEY=VALUE): secrets named by
 	// {env: NAME} are read from it, callbacks inherit it without secrets.
 	Environ []string
@@ -132,7 +135,7 @@ func (r *Report) Built() []CellResult {
 //     build holds one, Build fails at once with errs.KindLocked "build of
 //     NAME in progress (pid P)" (opts.Wait: it waits);
 //  2. the base images are refreshed when Config.BaseImageRefresh has passed;
-//  3. the cells build at most Config.Parallelism at once; a cell failing
+//  3. the cells build at most parallelism at once (parallel.go); a cell failing
 //     with a transient cloud error (5xx, reset) is retried with exponential
 //     backoff, any other failure is final; the images handed to consumers
 //     are passed as RunSpec.Protect, so pruning never deletes them;
@@ -359,18 +362,10 @@ func (s *Service) runInit(ctx context.Context, store stateStore, st *State, spec
 	return nil
 }
 
-func (s *Service) parallelism(n int) int {
-	p := s.Config.Parallelism
-	if p == 0 {
-		p = max(1, runtime.NumCPU()-1)
-	}
-	return max(1, min(p, n))
-}
-
 // buildCells builds every cell, at most parallelism at once.
 func (s *Service) buildCells(ctx context.Context, cells []Cell, protect []string) []CellResult {
 	results := make([]CellResult, len(cells))
-	sem := make(chan struct{}, s.parallelism(len(cells)))
+	sem := make(chan struct{}, s.parallelism(ctx, len(cells)))
 	var wg sync.WaitGroup
 	for i, cell := range cells {
 		wg.Go(func() {

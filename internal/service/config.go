@@ -56,7 +56,7 @@ type Config struct {
 
 	OutputDir string // local builder: <OutputDir>/<image name>.qcow2
 
-	Parallelism   int // 0 = min(cells, CPUs-1)
+	Parallelism   int // 0 = automatic: see parallel.go
 	RetryAttempts int
 	RetryMin      time.Duration
 	RetryMax      time.Duration

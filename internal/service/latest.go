@@ -188,6 +188,15 @@ func NewCloudCatalog(paths []string, log *slog.Logger) Catalog {
 }
 
 func (c *cloudCatalog) ListImagesByName(ctx context.Context, cloud, name string, activeOnly bool) ([]openstack.Image, error) {
+	conn, err := c.conn(ctx, cloud)
+	if err != nil {
+		return nil, err
+	}
+	return conn.ListImagesByName(ctx, name, activeOnly)
+}
+
+// conn is the catalog's connection to cloud, opened on first use.
+func (c *cloudCatalog) conn(ctx context.Context, cloud string) (*openstack.Cloud, error) {
 	c.mu.Lock()
 	conn := c.clouds[cloud]
 	c.mu.Unlock()
@@ -200,5 +209,24 @@ func (c *cloudCatalog) ListImagesByName(ctx context.Context, cloud, name string,
 		c.clouds[cloud] = conn
 		c.mu.Unlock()
 	}
-	return conn.ListImagesByName(ctx, name, activeOnly)
+	return conn, nil
+}
+
+// InstanceHeadroom and ImageHeadroom make the cloud catalog a Quota.
+var _ Quota = (*cloudCatalog)(nil)
+
+func (c *cloudCatalog) InstanceHeadroom(ctx context.Context, cloud string) (int, bool, error) {
+	conn, err := c.conn(ctx, cloud)
+	if err != nil {
+		return 0, false, err
+	}
+	return conn.InstanceHeadroom(ctx)
+}
+
+func (c *cloudCatalog) ImageHeadroom(ctx context.Context, cloud string) (int, bool, error) {
+	conn, err := c.conn(ctx, cloud)
+	if err != nil {
+		return 0, false, err
+	}
+	return conn.ImageHeadroom(ctx)
 }
