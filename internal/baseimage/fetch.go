@@ -39,6 +39,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -130,11 +131,13 @@ type Image struct {
 // Fetcher downloads and verifies base images. The zero value of each field
 // picks its default; a Fetcher is safe for concurrent use.
 type Fetcher struct {
-	Mirror   string             // base URL; DefaultMirror when empty
-	CacheDir string             // DefaultCacheDir() when empty
-	HTTP     *http.Client       // a client with connect/header timeouts when nil
-	Keyring  openpgp.EntityList // keys trusted to sign SHA256SUMS; UbuntuKeyring() when nil
-	Log      *slog.Logger       // discards when nil
+	Mirror   string       // base URL; DefaultMirror when empty
+	CacheDir string       // DefaultCacheDir() when empty
+	HTTP     *http.Client // a client with connect/header timeouts when nil
+	// Proxy is the proxy of that default client (nil: the environment's).
+	Proxy   func(*http.Request) (*url.URL, error)
+	Keyring openpgp.EntityList // keys trusted to sign SHA256SUMS; UbuntuKeyring() when nil
+	Log     *slog.Logger       // discards when nil
 	// StateDir, when set, holds the newest serial accepted per base and
 	// arch: an unpinned fetch of an older serial is refused (see
 	// BuildInfoPath). Empty means no rollback check.

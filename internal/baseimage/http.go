@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -20,9 +21,12 @@ import (
 // defaultClient bounds connecting and waiting for headers; a body's
 // duration is bounded by the caller's ctx and the stall watchdog instead
 // (an image is hundreds of MiB).
-func defaultClient() *http.Client {
+func defaultClient(proxy func(*http.Request) (*url.URL, error)) *http.Client {
+	if proxy == nil {
+		proxy = http.ProxyFromEnvironment
+	}
 	return &http.Client{Transport: &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
+		Proxy:                 proxy,
 		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   30 * time.Second,
 		ResponseHeaderTimeout: 60 * time.Second,
@@ -35,7 +39,7 @@ func (f *Fetcher) client() *http.Client {
 	if f.HTTP != nil {
 		return f.HTTP
 	}
-	return defaultClient()
+	return defaultClient(f.Proxy)
 }
 
 func (f *Fetcher) log() *slog.Logger {

@@ -61,7 +61,8 @@ type Builds struct {
 	// Resolver looks runner releases up; nil means a release.Resolver made
 	// from each request's --runner-* settings and GitHub token.
 	Resolver Resolver
-	// HTTP fetches --script-url; nil means a client with a 2 minute timeout.
+	// HTTP fetches --script-url; nil means a client with a 2 minute timeout
+	// through the request's HostProxy.
 	HTTP *http.Client
 	// Observe receives every build's events (the process's Ledger); nil
 	// ignores them.
@@ -137,7 +138,14 @@ func (b *Builds) resolver(spec config.RunSpec, log *slog.Logger) Resolver {
 	if b.Resolver != nil {
 		return b.Resolver
 	}
-	return &release.Resolver{APIURL: spec.RunnerAPIURL, Repo: spec.RunnerRepo, Token: spec.GitHubToken.Reveal(), Log: log}
+	return &release.Resolver{APIURL: spec.RunnerAPIURL, Repo: spec.RunnerRepo, Token: spec.GitHubToken.Reveal(), Log: log,
+		HTTP: HostClient(spec.HostProxy, release.DefaultTimeout)}
+}
+
+// HostClient is an HTTP client of this host going through proxy (zero:
+// the environment's proxy), each request bounded by timeout.
+func HostClient(proxy config.HostProxy, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: proxy.Transport()}
 }
 
 // Run builds spec and publishes it. spec is validated by its front end
@@ -163,7 +171,11 @@ func (b *Builds) Run(ctx context.Context, log *slog.Logger, spec config.RunSpec,
 		return Result{}, err
 	}
 	if spec.ScriptURL != "" {
-		if job.Script, err = builder.FetchScript(ctx, b.HTTP, spec.ScriptURL, log); err != nil {
+		client := b.HTTP
+		if client == nil {
+			client = HostClient(spec.HostProxy, 2*time.Minute)
+		}
+		if job.Script, err = builder.FetchScript(ctx, client, spec.ScriptURL, log); err != nil {
 			return Result{Runner: job.Runner}, err
 		}
 	}

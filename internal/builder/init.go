@@ -62,7 +62,7 @@ func (o *OpenStack) Init(ctx context.Context, log *slog.Logger, spec config.Init
 	if err != nil {
 		return err
 	}
-	fetcher := &baseimage.Fetcher{Mirror: spec.BaseImageURL, CacheDir: BaseImageCacheDir(spec.CacheDir), Log: log, StateDir: dir}
+	fetcher := &baseimage.Fetcher{Mirror: spec.BaseImageURL, CacheDir: BaseImageCacheDir(spec.CacheDir), Log: log, StateDir: dir, Proxy: spec.HostProxy.ProxyFunc()}
 	var imgs []baseimage.Image
 	for _, s := range BaseImageSpecs(spec) {
 		img, err := fetcher.Fetch(ctx, s)
@@ -82,7 +82,7 @@ func (o *OpenStack) Init(ctx context.Context, log *slog.Logger, spec config.Init
 		return err
 	}
 
-	c, err := o.dial(ctx, spec.Cloud, spec.CloudsPaths, log)
+	c, err := o.dial(ctx, spec.Cloud, spec.CloudsPaths, spec.HostProxy, log)
 	if err != nil {
 		return err
 	}

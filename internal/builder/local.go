@@ -137,7 +137,7 @@ func (l *Local) Build(ctx context.Context, log *slog.Logger, job Job) ([]config.
 	}
 	b := &localBuild{l: l, spec: spec, job: job, output: out}
 	o := l.openstack()
-	connect, err := o.connector(spec.CloudsPaths)
+	connect, err := o.connector(spec.CloudsPaths, spec.HostProxy)
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +242,7 @@ func (b *localBuild) fetchBase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	f := &baseimage.Fetcher{Mirror: b.spec.BaseImageURL, Log: b.log, StateDir: state}
+	f := &baseimage.Fetcher{Mirror: b.spec.BaseImageURL, Log: b.log, StateDir: state, Proxy: b.spec.HostProxy.ProxyFunc()}
 	if b.spec.BaseImageFile == "" {
 		cache := b.spec.CacheDir
 		if cache == "" {
@@ -434,7 +434,7 @@ func (l *Local) Init(ctx context.Context, log *slog.Logger, spec config.InitSpec
 		return err
 	}
 	prog := newProgress(l.Progress, l.ticker, l.openstack().now)
-	f := &baseimage.Fetcher{Mirror: spec.BaseImageURL, CacheDir: BaseImageCacheDir(spec.CacheDir), Log: log, StateDir: state}
+	f := &baseimage.Fetcher{Mirror: spec.BaseImageURL, CacheDir: BaseImageCacheDir(spec.CacheDir), Log: log, StateDir: state, Proxy: spec.HostProxy.ProxyFunc()}
 	for _, s := range BaseImageSpecs(spec) {
 		ph := prog.start(fmt.Sprintf("base image %s %s", s.Base, s.Arch))
 		img, err := f.Fetch(ctx, s)

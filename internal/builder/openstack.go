@@ -60,8 +60,8 @@ const (
 func (o *OpenStack) getenv() func(string) string { return getenvOr(o.Getenv) }
 
 // connector opens clouds from the clouds.yaml at paths (nil: the
-// openstack CLI's search path).
-func (o *OpenStack) connector(paths []string) (Connector, error) {
+// openstack CLI's search path) through proxy (zero: the environment's).
+func (o *OpenStack) connector(paths []string, proxy config.HostProxy) (Connector, error) {
 	if o.Connect != nil {
 		return o.Connect, nil
 	}
@@ -71,12 +71,12 @@ func (o *OpenStack) connector(paths []string) (Connector, error) {
 			return nil, err
 		}
 	}
-	return ConnectClouds(paths), nil
+	return ConnectClouds(paths, proxy), nil
 }
 
-// dial opens one cloud from the clouds.yaml at paths.
-func (o *OpenStack) dial(ctx context.Context, cloud string, paths []string, log *slog.Logger) (Cloud, error) {
-	connect, err := o.connector(paths)
+// dial opens one cloud from the clouds.yaml at paths through proxy.
+func (o *OpenStack) dial(ctx context.Context, cloud string, paths []string, proxy config.HostProxy, log *slog.Logger) (Cloud, error) {
+	connect, err := o.connector(paths, proxy)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +125,7 @@ func (o *OpenStack) Build(ctx context.Context, log *slog.Logger, job Job) ([]con
 	if spec.Builder != config.BuilderOpenStack {
 		return nil, errs.New(errs.KindInternal, "the openstack builder was given a %s build", spec.Builder)
 	}
-	connect, err := o.connector(spec.CloudsPaths)
+	connect, err := o.connector(spec.CloudsPaths, spec.HostProxy)
 	if err != nil {
 		return nil, err
 	}

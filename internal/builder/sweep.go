@@ -18,7 +18,7 @@ func (o *OpenStack) LatestBuildID(ctx context.Context, log *slog.Logger, q confi
 	if err := q.Validate(); err != nil {
 		return "", err
 	}
-	c, err := o.dial(ctx, q.Cloud, q.CloudsPaths, log)
+	c, err := o.dial(ctx, q.Cloud, q.CloudsPaths, config.HostProxy{}, log)
 	if err != nil {
 		return "", err
 	}
@@ -44,7 +44,7 @@ func (o *OpenStack) Sweep(ctx context.Context, log *slog.Logger, spec config.Swe
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	c, err := o.dial(ctx, spec.Cloud, spec.CloudsPaths, log)
+	c, err := o.dial(ctx, spec.Cloud, spec.CloudsPaths, config.HostProxy{}, log)
 	if err != nil {
 		return nil, err
 	}

@@ -56,7 +56,7 @@ func (inv *invocation) serviceFor(path string, metrics *service.Metrics) (*servi
 		CloudsPaths: paths,
 	}
 	if s.Catalog == nil {
-		s.Catalog = service.NewCloudCatalog(paths, log)
+		s.Catalog = service.NewCloudCatalog(paths, cfg.Build.HostProxy, log)
 	}
 	if inv.app.Backend.Init != nil {
 		s.Init = initFunc(inv.app.Backend.Init)
@@ -69,7 +69,8 @@ func (inv *invocation) serviceFor(path string, metrics *service.Metrics) (*servi
 				token = tok.Reveal()
 			}
 		}
-		s.Resolver = &release.Resolver{APIURL: cfg.Build.RunnerAPIURL, Repo: cfg.Build.RunnerRepo, Token: token, Log: log}
+		s.Resolver = &release.Resolver{APIURL: cfg.Build.RunnerAPIURL, Repo: cfg.Build.RunnerRepo, Token: token, Log: log,
+			HTTP: build.HostClient(cfg.Build.HostProxy, release.DefaultTimeout)}
 	}
 	return s, nil
 }

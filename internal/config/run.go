@@ -131,9 +131,12 @@ type RunSpec struct {
 	RunnerAPIURL  string // the GitHub REST API
 	GitHubToken   Secret // from GITHUB_TOKEN, may be empty
 
-	Flavor    string // name or ID; "" picks the smallest that fits
-	Network   string // name or ID; "" picks one
-	Proxy     string // host:port, or ""
+	Flavor  string // name or ID; "" picks the smallest that fits
+	Network string // name or ID; "" picks one
+	Proxy   string // host:port, or "": the guest's proxy
+	// HostProxy is this host's own proxy (every HTTP client of the build);
+	// zero: the environment's.
+	HostProxy HostProxy
 	ScriptURL string // http(s) URL of the user's script, or ""
 	Secrets   map[string]Secret
 
@@ -176,6 +179,7 @@ type RunInput struct {
 	RunnerVersion, RunnerSHA256          string
 	RunnerRepo, RunnerAPIURL             string
 	Flavor, Network, Proxy, ScriptURL    string
+	HostProxy                            HostProxy
 	UserDataFile, VerifyScriptFile       string
 	SkipDefaultChecks                    bool
 	Timeouts                             Timeouts
@@ -197,7 +201,7 @@ func NewRunSpec(in RunInput) (RunSpec, error) {
 		KeepRevisions: in.KeepRevisions, AdoptUnmarked: in.AdoptUnmarked,
 		RunnerVersion: strings.TrimSpace(in.RunnerVersion), RunnerSHA256: strings.ToLower(strings.TrimSpace(in.RunnerSHA256)),
 		RunnerRepo: in.RunnerRepo, RunnerAPIURL: in.RunnerAPIURL,
-		Flavor: in.Flavor, Network: in.Network, Proxy: in.Proxy, ScriptURL: in.ScriptURL,
+		Flavor: in.Flavor, Network: in.Network, Proxy: in.Proxy, HostProxy: in.HostProxy, ScriptURL: in.ScriptURL,
 		UserDataFile: in.UserDataFile, VerifyScriptFile: in.VerifyScriptFile, SkipDefaultChecks: in.SkipDefaultChecks,
 		Timeouts: in.Timeouts, InsecureSkipHostKeyCheck: in.InsecureSkipHostKeyCheck,
 		Output: in.Output, Isolated: in.Isolated, DryRun: in.DryRun,
@@ -276,6 +280,9 @@ func (s RunSpec) Validate() error {
 		return err
 	}
 	if err := ValidateProxy(s.Proxy); err != nil {
+		return err
+	}
+	if err := ValidateHostProxy(s.HostProxy); err != nil {
 		return err
 	}
 	if s.ScriptURL != "" {

@@ -20,7 +20,8 @@ type InitSpec struct {
 	Bases        []Base // default: every base, as the Python tool
 	BaseImageURL string // mirror of https://cloud-images.ubuntu.com/, or ""
 	Builder      BuilderKind
-	CacheDir     string // where verified base images are kept
+	CacheDir     string    // where verified base images are kept
+	HostProxy    HostProxy // this host's proxy for the mirror; zero: the environment's
 
 	// BaseImageFile is a local image file used instead of the mirror
 	// (offline hosts, tests); it needs exactly one base.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -64,6 +65,7 @@ type Option func(*connectOptions)
 type connectOptions struct {
 	log        *slog.Logger
 	httpClient *http.Client
+	proxy      func(*http.Request) (*url.URL, error)
 	authURL    string
 	endpoints  map[string]string
 	paths      []string
@@ -81,6 +83,13 @@ func WithLogger(l *slog.Logger) Option { return func(o *connectOptions) { o.log 
 // custom transport or timeout. TLS settings from clouds.yaml are applied to
 // its transport when it is an *http.Transport.
 func WithHTTPClient(c *http.Client) Option { return func(o *connectOptions) { o.httpClient = c } }
+
+// WithProxy sets the proxy of the default client's transport (nil: the
+// environment's, http.ProxyFromEnvironment). A client given with
+// WithHTTPClient keeps its own.
+func WithProxy(f func(*http.Request) (*url.URL, error)) Option {
+	return func(o *connectOptions) { o.proxy = f }
+}
 
 // WithTransferIdleTimeout replaces TransferIdleTimeout (tests).
 func WithTransferIdleTimeout(d time.Duration) Option {
@@ -150,7 +159,7 @@ func ConnectConfig(ctx context.Context, cfg *CloudConfig, opts ...Option) (*Clou
 	if err != nil {
 		return nil, errs.Wrap(errs.KindUsage, err, "cloud %q: auth_url %q", cfg.Name, ao.IdentityEndpoint)
 	}
-	provider.HTTPClient = httpClient(o.httpClient, cfg)
+	provider.HTTPClient = httpClient(o.httpClient, o.proxy, cfg)
 	provider.UserAgent.Prepend(UserAgent)
 	if cfg.TLSUnverified != "" && (o.firstWarning == nil || o.firstWarning("tls "+cfg.Name)) {
 		log.Warn("TLS certificate checks are off for this cloud: anyone on the network path can read "+
@@ -192,7 +201,7 @@ const ResponseTimeout = 2 * time.Minute
 // httpClient is the client of every request: the given one (its transport
 // as it is), or one whose transport waits at most ResponseTimeout for a
 // response. TLS settings from clouds.yaml go on an *http.Transport.
-func httpClient(given *http.Client, cfg *CloudConfig) http.Client {
+func httpClient(given *http.Client, proxy func(*http.Request) (*url.URL, error), cfg *CloudConfig) http.Client {
 	var hc http.Client
 	if given != nil {
 		hc = *given
@@ -202,6 +211,9 @@ func httpClient(given *http.Client, cfg *CloudConfig) http.Client {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.ResponseHeaderTimeout = ResponseTimeout
 		tr.TLSClientConfig = cfg.TLS
+		if proxy != nil {
+			tr.Proxy = proxy
+		}
 		hc.Transport = tr
 	case *http.Transport:
 		if cfg.TLS != nil {
@@ -271,6 +283,8 @@ func classifyAuth(err error, cloud, authURL string) error {
 type Connector struct {
 	Paths []string
 	Log   *slog.Logger // nil: discard
+	// Proxy is the proxy of every request (nil: the environment's).
+	Proxy func(*http.Request) (*url.URL, error)
 
 	mu     sync.Mutex
 	warned map[string]bool
@@ -298,6 +312,9 @@ func (c *Connector) Connect(ctx context.Context, cloud string, log *slog.Logger)
 	opts := []Option{WithCloudsPaths(c.Paths...), func(o *connectOptions) { o.firstWarning = c.firstWarning }}
 	if log != nil {
 		opts = append(opts, WithLogger(log))
+	}
+	if c.Proxy != nil {
+		opts = append(opts, WithProxy(c.Proxy))
 	}
 	return Connect(ctx, cloud, opts...)
 }

@@ -98,7 +98,7 @@ func runCallback(ctx context.Context, log *slog.Logger, argv, args []string, inp
 
 // callbackEnv is the callback's whole environment: config.ChildEnv (PATH,
 // HOME, USER, LOGNAME, TMPDIR, TZ, LANG, LC_*) and the proxy variables,
-// taken from getenv. No credential reaches it: not the script secrets,
+// taken from getenv (the proxy ones from proxy.host when it is set). No credential reaches it: not the script secrets,
 // GITHUB_TOKEN, OS_* nor any variable the configuration reads a secret
 // from, even one of those names.
 func (c *Config) callbackEnv(getenv func(string) string) []string {
@@ -112,7 +112,7 @@ func (c *Config) callbackEnv(getenv func(string) string) []string {
 		}
 	}
 	out := []string{} // never nil: a nil Env is this process's whole environment
-	for _, kv := range config.ChildEnv(getenv, config.NetworkEnv()...) {
+	for _, kv := range config.ChildEnv(c.Build.HostProxy.Getenv(getenv), config.NetworkEnv()...) {
 		k, _, _ := strings.Cut(kv, "=")
 		if !drop[k] {
 			out = append(out, kv)

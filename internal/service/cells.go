@@ -90,7 +90,7 @@ func (c *Config) InitSpecs(cacheDir string) []config.InitSpec {
 	for _, a := range c.Arches {
 		out = append(out, config.InitSpec{
 			Cloud: c.Build.Cloud, Arch: a, Prefix: c.Build.Prefix, Bases: slices.Clone(c.Bases),
-			BaseImageURL: c.BaseImageURL, Builder: c.Build.Builder, CacheDir: cacheDir,
+			BaseImageURL: c.BaseImageURL, Builder: c.Build.Builder, CacheDir: cacheDir, HostProxy: c.Build.HostProxy,
 		})
 	}
 	return out

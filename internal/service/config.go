@@ -252,7 +252,7 @@ type fileConfig struct {
 		APIURL  string     `yaml:"api_url"`
 		Token   *SecretRef `yaml:"token"`
 	} `yaml:"runner"`
-	Proxy  string `yaml:"proxy"`
+	Proxy  proxyConfig `yaml:"proxy"` // the guest's, and this host's (proxy.go)
 	Script struct {
 		URL     string               `yaml:"url"`
 		Secrets map[string]SecretRef `yaml:"secrets"`
@@ -453,7 +453,7 @@ func (v *validator) convert(fc *fileConfig) *Config {
 			Flavor: fc.Flavor, Network: fc.Network, AdoptUnmarked: fc.AdoptUnmarked,
 			RunnerVersion: strings.TrimSpace(fc.Runner.Version), RunnerSHA256: strings.ToLower(strings.TrimSpace(fc.Runner.SHA256)),
 			RunnerRepo: fc.Runner.Repo, RunnerAPIURL: fc.Runner.APIURL,
-			Proxy: fc.Proxy, ScriptURL: fc.Script.URL,
+			Proxy: fc.Proxy.Guest, HostProxy: fc.Proxy.Host, ScriptURL: fc.Script.URL,
 			UserDataFile: fc.UserDataFile, VerifyScriptFile: fc.VerifyScriptFile, SkipDefaultChecks: fc.SkipDefaultChecks,
 			InsecureSkipHostKeyCheck: fc.InsecureSkipHostKeyCheck, Isolated: fc.Local.Isolated,
 		},

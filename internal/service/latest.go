@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/service/install"
 )
@@ -182,9 +183,9 @@ type cloudCatalog struct {
 }
 
 // NewCloudCatalog is the real Catalog: clouds are opened from the
-// clouds.yaml at paths.
-func NewCloudCatalog(paths []string, log *slog.Logger) Catalog {
-	return &cloudCatalog{connect: openstack.Connector{Paths: paths, Log: log}, clouds: map[string]*openstack.Cloud{}}
+// clouds.yaml at paths, reached through proxy (zero: the environment's).
+func NewCloudCatalog(paths []string, proxy config.HostProxy, log *slog.Logger) Catalog {
+	return &cloudCatalog{connect: openstack.Connector{Paths: paths, Log: log, Proxy: proxy.ProxyFunc()}, clouds: map[string]*openstack.Cloud{}}
 }
 
 func (c *cloudCatalog) ListImagesByName(ctx context.Context, cloud, name string, activeOnly bool) ([]openstack.Image, error) {

@@ -107,7 +107,7 @@ func TestServeLatestOnStack(t *testing.T) {
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	clk := &settableClock{t: time.Now()}
-	s := &service.Service{Config: cfg, Catalog: service.NewCloudCatalog([]string{proxiedClouds(t, proxy)}, log),
+	s := &service.Service{Config: cfg, Catalog: service.NewCloudCatalog([]string{proxiedClouds(t, proxy)}, config.HostProxy{}, log),
 		Log: log, Now: clk.Now, Environ: []string{"HOME=" + dir}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

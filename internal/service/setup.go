@@ -157,6 +157,12 @@ func (s *Service) Setup(ctx context.Context, o SetupOptions) (*SetupReport, erro
 		env = append(env, install.EnvVar{Name: "XDG_STATE_HOME", Value: paths.StateHome},
 			install.EnvVar{Name: "XDG_CACHE_HOME", Value: paths.CacheHome})
 	}
+	// proxy.host: the build (and its callbacks) run with the configured
+	// proxy variables, whatever the scheduler's environment holds.
+	for _, kv := range c.Build.HostProxy.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		env = append(env, install.EnvVar{Name: k, Value: v})
+	}
 	schedule := install.Schedule{
 		Name:         rep.Name,
 		Description:  fmt.Sprintf("Build GitHub runner images of %s (%s)", c.Build.Prefix, c.Path),
