@@ -120,7 +120,7 @@ schedule: {base_image_refresh: 0s}
 			b.Fatal(err)
 		}
 		paths := []string{testenv.CloudsFile()}
-		s := &service.Service{Config: cfg, Builder: builds, Catalog: service.NewCloudCatalog(paths, log), Log: log,
+		s := &service.Service{Config: cfg, Builder: builds, Catalog: service.NewCloudCatalog(paths, cfg.Build.HostProxy, log), Log: log,
 			Environ: environ, CloudsPaths: paths}
 		start := time.Now()
 		rep, err := s.Build(ctx, service.BuildOptions{})
