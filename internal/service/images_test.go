@@ -1,7 +1,9 @@
 package service
 
 import (
+	"fmt"
 	"maps"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -248,5 +250,40 @@ func TestBuildCellsWithOwnSettings(t *testing.T) {
 	}
 	if w := []string{"grib-jammy-x64@c1", "grib-jammy-x64@c2", "grib-noble-x64@c3"}; !reflect.DeepEqual(where, w) {
 		t.Errorf("latest %v, want %v", where, w)
+	}
+	// --if-due: each image is found in its own clouds, so neither is due.
+	due, err := s.Due(t.Context(), cfg.Cells())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := map[string]string{"grib-jammy-x64": "", "grib-noble-x64": ""}; !reflect.DeepEqual(due, w) {
+		t.Errorf("due %q, want none", due)
+	}
+}
+
+// The README's example images: entry gives grib-noble-x64 its own flavor,
+// keep_revisions and script, and grib-jammy-x64 the top level's.
+func TestReadmeImagesExample(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, _ := strings.Cut(string(data), "<!-- service-config:begin -->\n```yaml\n")
+	block, _, _ = strings.Cut(block, "```\n<!-- service-config:end -->")
+	c, err := ParseConfig("README.md", []byte(block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, cell := range c.Cells() {
+		s := c.specTemplate(cell, nil)
+		got = append(got, fmt.Sprintf("%s %q %d %s %v", cell.ImageName, s.Flavor, s.KeepRevisions, s.ScriptURL, slices.Sorted(maps.Keys(c.scriptSecrets(cell)))))
+	}
+	want := []string{
+		`grib-jammy-x64 "" 5 https://example.com/setup.sh [REGISTRY_TOKEN]`,
+		`grib-noble-x64 "m1.large" 3 https://example.com/noble-setup.sh []`,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("README example:\n got %q\nwant %q", got, want)
 	}
 }
