@@ -41,7 +41,8 @@ const (
 type Config struct {
 	Path string // the file it was read from (absolute)
 
-	// Build holds the settings every cell's build shares, in the type
+	// Build holds the top level's settings, which every cell's build
+	// starts from (Images may set some per cell), in the type
 	// and with the rules of `run` (config.RunSpec); the per-cell fields
 	// (ImageName, Arch, Base, Output, Protect, Secrets) are left empty and
 	// filled by RunSpec.

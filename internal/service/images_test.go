@@ -150,14 +150,13 @@ func TestImagesErrors(t *testing.T) {
 		{"not a list", "images: {base: noble}\n", "c.yaml:14: images: a list of entries"},
 		{"entry not a mapping", "images:\n  - noble\n", "c.yaml:15: images.0: an entry is a mapping"},
 		// The top level's bad value is still reported at the top level.
-		{"top-level keep", "images:\n  - {base: noble, flavor: x}\n", ""},
+		{"top-level keep", "images:\n  - {base: noble, flavor: x}\n", "c.yaml:9: keep_revisions: 0: keep from 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			data := imagesBase + tt.images
-			if tt.want == "" {
+			if tt.name == "top-level keep" {
 				data = strings.Replace(data, "keep_revisions: 4", "keep_revisions: 0", 1)
-				tt.want = "c.yaml:9: keep_revisions: 0: keep from 1"
 			}
 			_, err := ParseConfig("c.yaml", []byte(data))
 			if err == nil {
@@ -191,6 +190,14 @@ func TestImagesCloudsAndSecretsReachSetupAndCallbacks(t *testing.T) {
 	err = checkClouds([]byte("clouds:\n"+cloud("builder")+cloud("c1")), c)
 	if err == nil || !strings.Contains(err.Error(), `names cloud "c9", which it does not define`) {
 		t.Errorf("checkClouds without c9: %v", err)
+	}
+	// setup reads an entry's secret files too (this one does not exist).
+	f, err := ParseConfig("c.yaml", []byte(imagesBase+"images:\n  - {base: noble, script: {secrets: {F: {file: /nonexistent/grib-secret}}}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.checkSecretFiles(); err == nil || !strings.Contains(err.Error(), "/nonexistent/grib-secret") {
+		t.Errorf("checkSecretFiles: %v, want the entry's missing secret file named", err)
 	}
 	env := map[string]string{"PATH": "/usr/bin", "CELL_SECRET": "s1", "TOP_SECRET": "s2"}
 	for _, kv := range c.callbackEnv(func(k string) string { return env[k] }) {
