@@ -279,6 +279,11 @@ func (s RunSpec) Validate() error {
 	if err := ValidateRunnerAPIURL(s.RunnerAPIURL); err != nil {
 		return err
 	}
+	for _, f := range []struct{ id, v, what string }{{"flavor", s.Flavor, "flavor"}, {"network", s.Network, "network"}} {
+		if f.v != strings.TrimSpace(f.v) || strings.ContainsFunc(f.v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return settingErr(f.id, fmt.Sprintf("%q", f.v), "give a %s name or ID without spaces around it, or none to pick one", f.what)
+		}
+	}
 	if err := ValidateProxy(s.Proxy); err != nil {
 		return err
 	}

@@ -48,6 +48,8 @@ func TestNewRunSpecRefuses(t *testing.T) {
 		{"sha not hex", func(in *RunInput) { in.RunnerSHA256 = strings.Repeat("g", 64) }, "--runner-sha256"},
 		{"sha too long", func(in *RunInput) { in.RunnerSHA256 = testSHA + "0" }, "--runner-sha256"},
 		{"repo no slash", func(in *RunInput) { in.RunnerRepo = "runner" }, "--runner-repo"},
+		{"flavor padded", func(in *RunInput) { in.Flavor = " m1.large" }, `--flavor " m1.large": give a flavor name or ID without spaces around it`},
+		{"network with a newline", func(in *RunInput) { in.Network = "net\nx" }, `--network "net\nx": give a network name or ID`},
 		{"repo dotdot", func(in *RunInput) { in.RunnerRepo = "a/.." }, "--runner-repo"},
 		{"api url scheme", func(in *RunInput) { in.RunnerAPIURL = "ftp://api.github.com" }, "--runner-api-url"},
 		{"api url http", func(in *RunInput) { in.RunnerAPIURL = "http://api.github.com" }, `--runner-api-url "http://api.github.com": use https://`},

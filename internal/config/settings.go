@@ -42,6 +42,8 @@ func Settings() []Setting {
 		{"runner_sha256", "RunnerSHA256", "--runner-sha256", "runner.sha256"},
 		{"runner_repo", "RunnerRepo", "--runner-repo", "runner.repo"},
 		{"runner_api_url", "RunnerAPIURL", "--runner-api-url", "runner.api_url"},
+		{"flavor", "Flavor", "--flavor", "flavor"},
+		{"network", "Network", "--network", "network"},
 		{"proxy", "Proxy", "--proxy", "proxy"},
 		{"host_http_proxy", "HostProxy.HTTP", "--host-http-proxy", "proxy.host.http"},
 		{"host_https_proxy", "HostProxy.HTTPS", "--host-https-proxy", "proxy.host.https"},

@@ -409,7 +409,7 @@ func (s *Service) buildCell(ctx context.Context, cell Cell, protect []string) Ce
 			err = nil
 		}
 		if err == nil {
-			res.Images, err = orderImages(s.Config.PublishClouds(), br.Images)
+			res.Images, err = orderImages(s.Config.PublishCloudsOf(cell), br.Images)
 			res.RunnerVersion = br.Runner.Version
 		}
 		if err == nil {

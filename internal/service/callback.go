@@ -106,7 +106,7 @@ func (c *Config) callbackEnv(getenv func(string) string) []string {
 	if c.RunnerToken != nil && c.RunnerToken.Env != "" {
 		drop[c.RunnerToken.Env] = true
 	}
-	for _, r := range c.ScriptSecrets {
+	for _, r := range c.secretRefs() {
 		if r.Env != "" {
 			drop[r.Env] = true
 		}

@@ -32,9 +32,10 @@ func (c *Config) Cells() []Cell {
 	return out
 }
 
-// PublishClouds are the clouds that receive every image: the upload clouds,
-// or the build cloud when there are none (as `run`); none for a local
-// build without upload clouds.
+// PublishClouds are the clouds that receive an image the top level's
+// settings publish: the upload clouds, or the build cloud when there are
+// none (as `run`); none for a local build without upload clouds. A cell's
+// own are PublishCloudsOf.
 func (c *Config) PublishClouds() []string {
 	if len(c.Build.UploadClouds) > 0 {
 		return slices.Clone(c.Build.UploadClouds)
@@ -57,8 +58,9 @@ func (c *Config) RunSpec(cell Cell, getenv func(string) string, protect []string
 		}
 		spec.GitHubToken = tok
 	}
-	for _, name := range slices.Sorted(maps.Keys(c.ScriptSecrets)) {
-		v, err := c.ScriptSecrets[name].Read(getenv)
+	secrets := c.scriptSecrets(cell)
+	for _, name := range slices.Sorted(maps.Keys(secrets)) {
+		v, err := secrets[name].Read(getenv)
 		if err != nil {
 			return config.RunSpec{}, err
 		}
@@ -70,13 +72,17 @@ func (c *Config) RunSpec(cell Cell, getenv func(string) string, protect []string
 	return spec, nil
 }
 
-// specTemplate is the RunSpec of cell without its secrets: what ParseConfig
+// specTemplate is the RunSpec of cell without its secrets: the top level's
+// settings with the cell's `images:` entry over them; what ParseConfig
 // checks by RunSpec.Validate, the rules of `run`.
 func (c *Config) specTemplate(cell Cell, protect []string) config.RunSpec {
 	spec := c.Build
 	spec.ImageName, spec.Arch, spec.Base = cell.ImageName, cell.Arch, cell.Base
 	spec.UploadClouds, spec.Protect = slices.Clone(c.Build.UploadClouds), slices.Clone(protect)
 	spec.Secrets = map[string]config.Secret{}
+	if i := c.imageIndex(cell); i >= 0 {
+		c.Images[i].apply(&spec)
+	}
 	if c.Build.Builder == config.BuilderLocal {
 		spec.Output = filepath.Join(c.OutputDir, cell.ImageName+".qcow2")
 	}

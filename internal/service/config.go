@@ -41,7 +41,8 @@ const (
 type Config struct {
 	Path string // the file it was read from (absolute)
 
-	// Build holds the settings every cell's build shares, in the type
+	// Build holds the top level's settings, which every cell's build
+	// starts from (Images may set some per cell), in the type
 	// and with the rules of `run` (config.RunSpec); the per-cell fields
 	// (ImageName, Arch, Base, Output, Protect, Secrets) are left empty and
 	// filled by RunSpec.
@@ -53,6 +54,7 @@ type Config struct {
 
 	RunnerToken   *SecretRef // GitHub token for release look-ups, or nil
 	ScriptSecrets map[string]SecretRef
+	Images        []ImageSettings // per-image settings over Build (images.go)
 
 	OutputDir string // local builder: <OutputDir>/<image name>.qcow2
 
@@ -160,14 +162,7 @@ func (r *SecretRef) UnmarshalYAML(n *yaml.Node) error {
 // checkSecretFiles reads every secret given as a file (mode and content
 // checks), so that setup fails now rather than the first scheduled build.
 func (c *Config) checkSecretFiles() error {
-	refs := make([]SecretRef, 0, len(c.ScriptSecrets)+1)
-	for _, r := range c.ScriptSecrets {
-		refs = append(refs, r)
-	}
-	if c.RunnerToken != nil {
-		refs = append(refs, *c.RunnerToken)
-	}
-	for _, r := range refs {
+	for _, r := range c.secretRefs() {
 		if r.File == "" {
 			continue
 		}
@@ -240,6 +235,8 @@ type fileConfig struct {
 		Bases  []string `yaml:"bases"`
 		Arches []string `yaml:"arches"`
 	} `yaml:"matrix"`
+	Images fileImages `yaml:"images"` // per-image settings (images.go)
+
 	Flavor        string `yaml:"flavor"`
 	Network       string `yaml:"network"`
 	KeepRevisions *int   `yaml:"keep_revisions"`
@@ -487,6 +484,7 @@ func (v *validator) convert(fc *fileConfig) *Config {
 		v.fail("prefix", "required: it names the images (<prefix>-<base>-<arch>) and every builder resource")
 	}
 	v.matrix(fc, c)
+	v.images(fc.Images, c)
 	c.Build.KeepRevisions = config.DefaultKeepRevisions
 	if fc.KeepRevisions != nil {
 		c.Build.KeepRevisions = *fc.KeepRevisions
@@ -561,14 +559,18 @@ func (v *validator) settings(c *Config) {
 	}
 	for ai, a := range c.Arches {
 		for bi, b := range c.Bases {
-			err := c.specTemplate(Cell{Base: b, Arch: a, ImageName: config.ImageName(c.Build.Prefix, b, a)}, nil).Validate()
+			cell := Cell{Base: b, Arch: a, ImageName: config.ImageName(c.Build.Prefix, b, a)}
+			err := c.specTemplate(cell, nil).Validate()
 			if err == nil {
 				continue
 			}
 			var se *config.SettingError
+			i := c.imageIndex(cell)
 			switch {
 			case !errors.As(err, &se):
 				v.failErr("prefix", err) // the image name, made of the prefix
+			case i >= 0 && c.Images[i].imageSets(se.Setting): // the cell's own value
+				v.failSettingAt("images."+strconv.Itoa(i)+".", err)
 			case se.Setting == "arch":
 				v.fail("matrix.arches."+strconv.Itoa(ai), "%s", se.Detail(config.KeyOf))
 			case se.Setting == "base":
@@ -583,7 +585,10 @@ func (v *validator) settings(c *Config) {
 
 // failSetting records a refused build setting (a *config.SettingError) at
 // its key, an item of a list at the item's line.
-func (v *validator) failSetting(err error) {
+func (v *validator) failSetting(err error) { v.failSettingAt("", err) }
+
+// failSettingAt is failSetting with the key under prefix (e.g. "images.1.").
+func (v *validator) failSettingAt(prefix string, err error) {
 	var se *config.SettingError
 	if !errors.As(err, &se) {
 		if err != nil && v.err == nil {
@@ -591,7 +596,7 @@ func (v *validator) failSetting(err error) {
 		}
 		return
 	}
-	key := config.KeyOf(se.Setting)
+	key := prefix + config.KeyOf(se.Setting)
 	if se.Item > 0 {
 		key += "." + strconv.Itoa(se.Item-1)
 	}

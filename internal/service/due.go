@@ -43,7 +43,7 @@ func (s *Service) Due(ctx context.Context, cells []Cell) (map[string]string, err
 func (s *Service) dueReason(ctx context.Context, cell Cell, images []LatestImage, st *State, wanted map[config.Arch]string, now time.Time) string {
 	var newest *LatestImage
 	var oldestNewest time.Time
-	for _, cloud := range s.Config.PublishClouds() {
+	for _, cloud := range s.Config.PublishCloudsOf(cell) {
 		var im *LatestImage
 		for i := range images {
 			if images[i].ImageName == cell.ImageName && images[i].Cloud == cloud {

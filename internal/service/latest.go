@@ -41,7 +41,11 @@ type LatestImage struct {
 // is left out. The look-ups run concurrently (at most 8 at once).
 func (s *Service) Latest(ctx context.Context) ([]LatestImage, error) {
 	type key struct{ cell, cloud int }
-	cells, clouds := s.Config.Cells(), s.Config.PublishClouds()
+	cells := s.Config.Cells()
+	clouds := make([][]string, len(cells)) // each cell's publish clouds
+	for i, cell := range cells {
+		clouds[i] = s.Config.PublishCloudsOf(cell)
+	}
 	found := make(map[key]LatestImage)
 	var (
 		mu       sync.Mutex
@@ -50,7 +54,7 @@ func (s *Service) Latest(ctx context.Context) ([]LatestImage, error) {
 	)
 	sem := make(chan struct{}, 8)
 	for i, cell := range cells {
-		for j, cloud := range clouds {
+		for j, cloud := range clouds[i] {
 			wg.Go(func() {
 				sem <- struct{}{}
 				defer func() { <-sem }()
@@ -76,7 +80,7 @@ func (s *Service) Latest(ctx context.Context) ([]LatestImage, error) {
 	}
 	var out []LatestImage
 	for i := range cells {
-		for j := range clouds {
+		for j := range clouds[i] {
 			if im, ok := found[key{i, j}]; ok {
 				out = append(out, im)
 			}

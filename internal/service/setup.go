@@ -251,8 +251,8 @@ func isDir(p string) bool {
 }
 
 // checkClouds checks that the clouds.yaml to install is YAML with a clouds
-// mapping naming the build cloud and every upload cloud. Its values (the
-// passwords) are never quoted in an error.
+// mapping naming the build cloud and every upload cloud, an images:
+// entry's too. Its values (the passwords) are never quoted in an error.
 func checkClouds(data []byte, c *Config) error {
 	var doc struct {
 		Clouds map[string]yaml.Node `yaml:"clouds"`
@@ -273,10 +273,7 @@ func checkClouds(data []byte, c *Config) error {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	need := slices.Clone(c.Build.UploadClouds)
-	if c.Build.Cloud != "" {
-		need = append([]string{c.Build.Cloud}, need...)
-	}
+	need := c.AllClouds() // the build cloud, the upload clouds and every image's
 	for _, n := range need {
 		if _, ok := doc.Clouds[n]; !ok {
 			return errs.Usage("--clouds-yaml: the configuration names cloud %q, which it does not define (it defines %s)", n, strings.Join(names, ", "))
