@@ -22,10 +22,18 @@ fi
 
 # python3 serves the demo script on loopback; fdisk reads the image's partition table;
 # passt is the local builder's guest network without --isolated (this demo is isolated).
+# A fresh machine may have no package lists yet: update them when the install fails.
+missing=()
 for p in python3 fdisk passt; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$p" >/dev/null
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+if [ ${#missing[@]} -gt 0 ]; then
+	apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}")
+	"${apt[@]}" >/dev/null 2>&1 || { apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null && "${apt[@]}" >/dev/null; } || {
+		echo "demo: apt-get install ${missing[*]} failed" >&2
+		exit 1
+	}
+fi
 
 echo "== building the tool" >&2
 go build -o bin/github-runner-image-builder ./cmd/github-runner-image-builder
