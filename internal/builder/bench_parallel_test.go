@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +48,7 @@ func BenchmarkParallelMatrix(b *testing.B) {
 	for _, base := range bases {
 		names = append(names, config.ImageName(prefix, base, config.ArchX64))
 	}
-	b.Cleanup(func() { removeMatrixLeftovers(b, prefix, names) })
+	b.Cleanup(func() { testenv.RemoveBuildLeftovers(b, prefix, names) })
 
 	dir := b.TempDir()
 	data := make([]byte, 1<<20)
@@ -172,30 +171,4 @@ func lastParallelism(logs string) int {
 		}
 	}
 	return p
-}
-
-// removeMatrixLeftovers deletes what the guest-less builds keep by design
-// (the published images, base images, keypair and security group of
-// prefix); the prefix's leak check then finds anything else.
-func removeMatrixLeftovers(tb testing.TB, prefix string, published []string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	leaks, err := testenv.FindLeaks(ctx, prefix)
-	if err != nil {
-		tb.Errorf("listing: %v", err)
-		return
-	}
-	var expected []testenv.Leak
-	for _, l := range leaks {
-		switch {
-		case l.Kind == "keypair" && l.Name == config.KeypairName(prefix),
-			l.Kind == "security group" && l.Name == config.SecurityGroupName(prefix),
-			l.Kind == "image" && strings.HasPrefix(l.Name, prefix+"-image-builder-base-"),
-			l.Kind == "image" && slices.Contains(published, l.Name):
-			expected = append(expected, l)
-		}
-	}
-	if err := testenv.DeleteLeaks(ctx, expected); err != nil {
-		tb.Errorf("removing: %v", err)
-	}
 }

@@ -46,7 +46,7 @@ func TestServiceImagesOwnSettingsOnStack(t *testing.T) {
 	admin := testenv.MustConnect(t, ctx, testenv.BuildCloud)
 	proxy := buildCloudFaultProxy(t)
 	bases := []config.Base{config.BaseJammy, config.BaseNoble}
-	t.Cleanup(func() { removeExpected(t, p, nil) })
+	t.Cleanup(func() { testenv.RemoveBuildLeftovers(t, p, nil) })
 
 	// Base images that are never booted, with the properties init gives them.
 	dir := t.TempDir()
@@ -110,24 +110,7 @@ func TestServiceImagesOwnSettingsOnStack(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	recipe := filepath.Join(dir, "user-data")
-	verify := filepath.Join(dir, "verify.sh")
-	for path, content := range map[string]string{recipe: "#cloud-config\n", verify: "#!/bin/sh\ntrue\n"} {
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	vars := map[string]string{
-		"OS_CLIENT_CONFIG_FILE": proxiedClouds(t, proxy),
-		"HOME":                  dir,
-		"XDG_STATE_HOME":        filepath.Join(dir, "xdg-state"),
-		"XDG_CACHE_HOME":        filepath.Join(dir, "xdg-cache"),
-		"PATH":                  os.Getenv("PATH"),
-	}
-	var environ []string
-	for k, v := range vars {
-		environ = append(environ, k+"="+v)
-	}
+	recipe, verify, environ := proxiedBuildFiles(t, proxy, dir)
 	cfg := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`cloud: %s
 prefix: %s
@@ -154,7 +137,7 @@ images:
 
 	var out, errb testenv.LockedBuffer
 	app := &cli.App{Stdout: &out, Stderr: &errb, Environ: environ,
-		Backend: stackBackend(func(k string) string { return vars[k] })}
+		Backend: stackBackend(config.Getenv(environ))}
 	code := app.Main(ctx, []string{"--log-level", "debug", "build", "--config", cfg})
 	t.Logf("exit %d\nstdout %s\nstderr (tail) %s", code, out.String(), tail(errb.String(), 20))
 	for _, b := range bases {

@@ -66,7 +66,7 @@ func TestServiceBuildOnStack(t *testing.T) {
 
 	// What init and the build leave by design is removed before the leak
 	// check (which runs after this cleanup) looks for anything else.
-	t.Cleanup(func() { removeExpected(t, p, names) })
+	t.Cleanup(func() { testenv.RemoveBuildLeftovers(t, p, names) })
 	for _, b := range []string{"jammy", "noble"} {
 		code, _, stderr := run("--os-cloud", testenv.BuildCloud, "init", "--arch", "x64", "-b", b, "--prefix", p,
 			"--base-image-file", imagePath, "--cache-dir", filepath.Join(dir, "cache"),
@@ -214,31 +214,5 @@ schedule: {base_image_refresh: 0s}
 	im, err := images.Get(ctx, cb.Image, handed).Extract()
 	if err != nil || im.Status != images.ImageStatusActive {
 		t.Errorf("the image handed to consumers before was pruned: %v %v", im, err)
-	}
-}
-
-// removeExpected deletes what init and a successful build leave by design
-// (base images, keypair, security group, the published images), so that
-// testenv's leak check sees only real leaks (servers, temporary images).
-func removeExpected(t *testing.T, prefix string, published []string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	leaks, err := testenv.FindLeaks(ctx, prefix)
-	if err != nil {
-		t.Errorf("listing: %v", err)
-		return
-	}
-	var expected []testenv.Leak
-	for _, l := range leaks {
-		switch {
-		case l.Kind == "keypair" && l.Name == config.KeypairName(prefix),
-			l.Kind == "security group" && l.Name == config.SecurityGroupName(prefix),
-			l.Kind == "image" && strings.HasPrefix(l.Name, prefix+"-image-builder-base-"),
-			l.Kind == "image" && slices.Contains(published, l.Name):
-			expected = append(expected, l)
-		}
-	}
-	if err := testenv.DeleteLeaks(ctx, expected); err != nil {
-		t.Errorf("removing: %v", err)
 	}
 }

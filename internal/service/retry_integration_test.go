@@ -64,6 +64,31 @@ func proxiedClouds(t *testing.T, p *faultproxy.Proxy) string {
 	return path
 }
 
+// proxiedBuildFiles writes a minimal recipe and verify script into dir and
+// returns them with the environment of a build whose clouds go through
+// proxy (proxiedClouds) and whose home and state are under dir.
+func proxiedBuildFiles(t *testing.T, proxy *faultproxy.Proxy, dir string) (recipe, verify string, environ []string) {
+	t.Helper()
+	recipe = filepath.Join(dir, "user-data")
+	verify = filepath.Join(dir, "verify.sh")
+	for path, content := range map[string]string{recipe: "#cloud-config\n", verify: "#!/bin/sh\ntrue\n"} {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vars := map[string]string{
+		"OS_CLIENT_CONFIG_FILE": proxiedClouds(t, proxy),
+		"HOME":                  dir,
+		"XDG_STATE_HOME":        filepath.Join(dir, "xdg-state"),
+		"XDG_CACHE_HOME":        filepath.Join(dir, "xdg-cache"),
+		"PATH":                  os.Getenv("PATH"),
+	}
+	for k, v := range vars {
+		environ = append(environ, k+"="+v)
+	}
+	return recipe, verify, environ
+}
+
 // A build failing with a transient cloud error (a 503 or a reset on
 // "create server", injected by the fault proxy in front of the real
 // OpenStack) is retried with backoff; a 4xx is not. The faults hit before
@@ -76,7 +101,7 @@ func TestServiceRetriesTransientCloudErrors(t *testing.T) {
 	admin := testenv.MustConnect(t, ctx, testenv.BuildCloud)
 	proxy := buildCloudFaultProxy(t)
 	name := config.ImageName(p, config.BaseNoble, config.ArchX64)
-	t.Cleanup(func() { removeExpected(t, p, []string{name}) })
+	t.Cleanup(func() { testenv.RemoveBuildLeftovers(t, p, []string{name}) })
 
 	// A base image that is never booted: the faults come first.
 	dir := t.TempDir()
@@ -90,24 +115,7 @@ func TestServiceRetriesTransientCloudErrors(t *testing.T) {
 	if _, err := testenv.UploadImage(ctx, admin.Image, config.BaseImageName(p, config.BaseNoble, config.ArchX64), seed, "raw", baseProps); err != nil {
 		t.Fatal(err)
 	}
-	recipe := filepath.Join(dir, "user-data")
-	verify := filepath.Join(dir, "verify.sh")
-	for path, content := range map[string]string{recipe: "#cloud-config\n", verify: "#!/bin/sh\ntrue\n"} {
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	vars := map[string]string{
-		"OS_CLIENT_CONFIG_FILE": proxiedClouds(t, proxy),
-		"HOME":                  dir,
-		"XDG_STATE_HOME":        filepath.Join(dir, "xdg-state"),
-		"XDG_CACHE_HOME":        filepath.Join(dir, "xdg-cache"),
-		"PATH":                  os.Getenv("PATH"),
-	}
-	var environ []string
-	for k, v := range vars {
-		environ = append(environ, k+"="+v)
-	}
+	recipe, verify, environ := proxiedBuildFiles(t, proxy, dir)
 	cfg := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`cloud: %s
 prefix: %s
@@ -144,7 +152,7 @@ schedule: {base_image_refresh: 0s}
 			defer h.Remove()
 			var out, errb testenv.LockedBuffer
 			app := &cli.App{Stdout: &out, Stderr: &errb, Environ: environ,
-				Backend: stackBackend(func(k string) string { return vars[k] })}
+				Backend: stackBackend(config.Getenv(environ))}
 			code := app.Main(ctx, []string{"--log-level", "debug", "build", "--config", cfg})
 			t.Logf("exit %d\nstdout %s\nstderr (tail) %s", code, out.String(), tail(errb.String(), 15))
 			if h.Fired() != tt.fired {

@@ -93,7 +93,7 @@ func TestServeLatestOnStack(t *testing.T) {
 	admin := testenv.MustConnect(t, ctx, testenv.BuildCloud)
 	proxy := buildCloudFaultProxy(t)
 	name := config.ImageName(p, config.BaseNoble, config.ArchX64)
-	t.Cleanup(func() { removeExpected(t, p, []string{name}) })
+	t.Cleanup(func() { testenv.RemoveBuildLeftovers(t, p, []string{name}) })
 
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.yaml")
@@ -140,7 +140,7 @@ func TestServeLatestOnStack(t *testing.T) {
 
 	id, err := testenv.UploadImage(ctx, admin.Image, name, writeSeed(t, dir), "raw", nil)
 	if id != "" {
-		t.Cleanup(func() { // removeExpected, registered first, runs after and checks
+		t.Cleanup(func() { // RemoveBuildLeftovers, registered first, runs after and checks
 			cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			_ = images.Delete(cctx, admin.Image, id).ExtractErr()
