@@ -115,6 +115,9 @@ type localBuild struct {
 	base    baseimage.Image
 	vm      *qemu.VM
 	placed  bool // the image is at output
+
+	sess *GuestSession   // the guest steps' SSH session
+	done context.Context // the build's context: a kept VM waits for it (KeepOnFailure)
 }
 
 // Build builds the job's image locally and writes it to Spec.Output; with
@@ -135,7 +138,7 @@ func (l *Local) Build(ctx context.Context, log *slog.Logger, job Job) ([]config.
 	if err != nil {
 		return nil, errs.Wrap(errs.KindUsage, err, "--output %s", spec.Output)
 	}
-	b := &localBuild{l: l, spec: spec, job: job, output: out}
+	b := &localBuild{l: l, spec: spec, job: job, output: out, sess: &GuestSession{}, done: ctx}
 	o := l.openstack()
 	connect, err := o.connector(spec.CloudsPaths, spec.HostProxy)
 	if err != nil {
@@ -176,7 +179,7 @@ func (b *localBuild) steps() []Step {
 	guest.Console = func(ctx context.Context) (string, error) { return b.vm.ConsoleOutput(ctx) }
 	if !b.l.withoutGuest {
 		steps = append(steps, Step{Name: "vm", Timeout: spec.Timeouts.Boot, TimeoutFlag: "--boot-timeout", Run: b.startVM, Cleanup: b.closeVM})
-		steps = append(steps, guestSteps(guest, b.withKey, &GuestSession{})...)
+		steps = append(steps, guestSteps(guest, b.withKey, b.sess)...)
 		steps = append(steps, Step{Name: "shutdown", Timeout: shutdownTimeout, Run: b.waitShutdown})
 	}
 	steps = append(steps,
@@ -299,12 +302,41 @@ func orDefault(v, def int) int {
 	return def
 }
 
-// closeVM kills qemu if it still runs and removes its files.
-func (b *localBuild) closeVM(context.Context, bool) error {
+// closeVM kills qemu if it still runs and removes its files. After a
+// failure with KeepOnFailure it first keeps the VM running, says how to
+// reach it and waits for Ctrl-C (or SIGTERM): a local VM cannot outlive
+// the process that runs it without being leaked.
+func (b *localBuild) closeVM(_ context.Context, failed bool) error {
 	if b.vm == nil {
 		return nil
 	}
+	if failed && b.spec.KeepOnFailure && b.done.Err() == nil {
+		b.holdVM()
+	}
 	return b.closeVMFiles()
+}
+
+// holdVM prints how to reach the failed build's VM and waits until the
+// build's context is done.
+func (b *localBuild) holdVM() {
+	say := func(format string, args ...any) {
+		if b.prog != nil {
+			b.prog.printf(format, args...)
+			return
+		}
+		b.log.Warn(fmt.Sprintf(format, args...))
+	}
+	say("The build failed; its VM is left running for debugging (--keep-on-failure). Ctrl-C removes it.")
+	if g := b.sess.Guest(); g != nil {
+		addr, user, hostKey := g.Endpoint()
+		path := filepath.Join(b.vm.Dir(), "known_hosts")
+		if err := writeKnownHosts(path, addr, hostKey); err == nil {
+			say("  Reach it:  %s", config.SSHCommand(addr, user, b.key.Path, path))
+		}
+	} else {
+		say("  SSH never answered; its console is in %s", b.vm.Dir())
+	}
+	<-b.done.Done()
 }
 
 // closeVMFiles closes the VM and, once its directory is gone, takes it off

@@ -108,6 +108,10 @@ type osBuild struct {
 	serverID  string
 	server    *openstack.Server
 	snapshot  *openstack.Image
+
+	sess        *GuestSession // the guest steps' SSH session
+	interrupted func() bool   // the build's context is done (Ctrl-C, SIGTERM)
+	kept        bool          // deleteServer left the server (KeepOnFailure)
 }
 
 // Build builds the job's image in its Spec.Cloud and publishes it to
@@ -132,14 +136,19 @@ func (o *OpenStack) Build(ctx context.Context, log *slog.Logger, job Job) ([]con
 	b := o.newBuild(log, job, connect)
 	b.log.Info("openstack build", "image", spec.ImageName, "cloud", spec.Cloud,
 		"builder_server", config.BuilderName(spec.Prefix, spec.Base, spec.Arch))
+	b.interrupted = func() bool { return ctx.Err() != nil }
 	r := &Runner{Log: b.log, CleanupTimeout: o.CleanupTimeout, Observe: job.Observe}
-	return b.pub.result(ctx, r.Run(ctx, b.steps()))
+	err = r.Run(ctx, b.steps())
+	if b.kept && err != nil {
+		err = b.keptBuilder(err)
+	}
+	return b.pub.result(ctx, err)
 }
 
 // newBuild is one build of job, connecting to clouds with connect.
 func (o *OpenStack) newBuild(log *slog.Logger, job Job, connect Connector) *osBuild {
 	spec := job.Spec
-	b := &osBuild{o: o, spec: spec, job: job, open: connect}
+	b := &osBuild{o: o, spec: spec, job: job, open: connect, sess: &GuestSession{}, interrupted: func() bool { return false }}
 	b.info = newBuildInfo(spec, job.Runner, o.now(), o.Version)
 	b.log = log.With("build_id", b.info.ID)
 	b.pub = &publication{connect: connect, log: b.log, spec: spec, info: b.info, observe: job.Observe}
@@ -172,7 +181,7 @@ func (b *osBuild) steps() []Step {
 	guest := jobGuestConfig(b.job, b.log, b.o.Output)
 	guest.Address, guest.Console = b.sshAddress, b.console
 	if !b.o.withoutGuest {
-		steps = append(steps, guestSteps(guest, b.withKey, &GuestSession{})...)
+		steps = append(steps, guestSteps(guest, b.withKey, b.sess)...)
 	}
 
 	stop := b.o.StopTimeout
@@ -450,8 +459,13 @@ func (b *osBuild) serversOfBuild(ctx context.Context) ([]string, error) {
 
 // deleteServer removes the builder, on success as on failure: the server
 // it knows and any other of this build (a create whose reply was lost).
-func (b *osBuild) deleteServer(ctx context.Context, _ bool) error {
+func (b *osBuild) deleteServer(ctx context.Context, failed bool) error {
 	if b.cloud == nil {
+		return nil
+	}
+	if failed && b.spec.KeepOnFailure && b.serverID != "" && !b.interrupted() {
+		b.kept = true
+		b.log.Warn(keepLog(b.serverID), "name", b.builderName())
 		return nil
 	}
 	ids, err := b.serversOfBuild(ctx)

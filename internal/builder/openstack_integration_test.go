@@ -612,9 +612,12 @@ func TestOpenStackRunCloudInitFails(t *testing.T) {
 	assertOnlyInitLeft(t, ctx, p)
 }
 
-// TestOpenStackRunVerifyFails: a failed verification ends with exit 7 and
-// publishes nothing.
-func TestOpenStackRunVerifyFails(t *testing.T) {
+// TestOpenStackRunVerifyFailsKeepOnFailure: a failed verification ends
+// with exit 7 and publishes nothing. With --keep-on-failure it leaves
+// exactly the builder server running and prints how to reach it (the test
+// runs that ssh command: it checks the host key the build pinned) and the
+// sweep command that removes it (the test runs that too: nothing is left).
+func TestOpenStackRunVerifyFailsKeepOnFailure(t *testing.T) {
 	imagePath := testenv.RequireImage(t)
 	t.Parallel()
 	p := testenv.Prefix(t)
@@ -624,7 +627,7 @@ func TestOpenStackRunVerifyFails(t *testing.T) {
 	e.mustInit(ctx, p, imagePath, testenv.GuestProperty+"=true")
 	recipe := writeFile(t, "user-data", testRecipe)
 	verify := writeFile(t, "verify.sh", "#!/bin/sh\necho grib-verify-says-no\nexit 1\n")
-	code, stdout, stderr := e.cli(ctx, e.environ(), runArgs(p, "--user-data", recipe, "--skip-default-checks", "--verify-script", verify)...)
+	code, stdout, stderr := e.cli(ctx, e.environ(), runArgs(p, "--user-data", recipe, "--skip-default-checks", "--verify-script", verify, "--keep-on-failure")...)
 	if code != 7 || stdout != "" {
 		t.Errorf("exit %d, stdout %q; want 7 and nothing", code, stdout)
 	}
@@ -632,7 +635,92 @@ func TestOpenStackRunVerifyFails(t *testing.T) {
 	if !strings.Contains(lastLine, "verification failed") || !strings.Contains(lastLine, "grib-verify-says-no") {
 		t.Errorf("error line %q: want the verification failure with the script's output", lastLine)
 	}
-	assertOnlyInitLeft(t, ctx, p)
+	sshCmd, sweepCmd := keptCommands(t, stderr)
+
+	// Exactly the builder is left (besides what init made).
+	leaks, err := testenv.FindLeaks(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var servers []string
+	for _, l := range leaks {
+		switch {
+		case l.Kind == "server" && l.Name == config.BuilderName(p, config.BaseNoble, config.ArchX64):
+			servers = append(servers, l.String())
+		case !expectedLeftover(l, p, false):
+			t.Errorf("the kept build also left %s", l)
+		}
+	}
+	if len(servers) != 1 {
+		t.Errorf("left servers %q; want exactly the builder", servers)
+	}
+
+	// The printed ssh command reaches it, checking the pinned host key.
+	cmd := exec.CommandContext(ctx, "sh", "-c", sshCmd+" -o BatchMode=yes -o ConnectTimeout=30 'sudo -n cat /var/lib/grib-recipe-marker'")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + e.vars["HOME"]}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "grib-recipe-ran") {
+		t.Errorf("%s: %v\n%s", sshCmd, err, out)
+	}
+
+	// The printed sweep command removes it, and its known_hosts file.
+	words := strings.Fields(sweepCmd)
+	if len(words) < 2 || words[0] != "github-runner-image-builder" {
+		t.Fatalf("sweep command %q", sweepCmd)
+	}
+	if code, _, _ := e.cli(ctx, e.environ(), words[1:]...); code != 0 {
+		t.Errorf("%s: exit %d", sweepCmd, code)
+	}
+	waitNoLeaks(t, ctx, p)
+	kh, _ := filepath.Glob(filepath.Join(e.vars["XDG_STATE_HOME"], "github-runner-image-builder", "*", "kept-*.known_hosts"))
+	if len(kh) != 0 {
+		t.Errorf("the sweep left %q", kh)
+	}
+}
+
+// keptCommands reads the ssh and sweep commands that run --keep-on-failure
+// printed on stderr.
+func keptCommands(t *testing.T, stderr string) (ssh, sweep string) {
+	t.Helper()
+	for _, line := range strings.Split(stderr, "\n") {
+		if v, ok := strings.CutPrefix(line, "  Reach it:  "); ok {
+			ssh = v
+		}
+		if v, ok := strings.CutPrefix(line, "  Remove it: "); ok {
+			sweep = v
+		}
+	}
+	if !strings.Contains(stderr, "left running for debugging (--keep-on-failure)") || ssh == "" || sweep == "" {
+		t.Fatalf("no kept-builder instructions on stderr:\n%s", tailLines(stderr, 20))
+	}
+	return ssh, sweep
+}
+
+// waitNoLeaks waits (a deleted server takes a moment to go) until only
+// what init made is left of prefix.
+func waitNoLeaks(t *testing.T, ctx context.Context, prefix string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		leaks, err := testenv.FindLeaks(ctx, prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bad []string
+		for _, l := range leaks {
+			if !expectedLeftover(l, prefix, false) {
+				bad = append(bad, l.String())
+			}
+		}
+		if len(bad) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("left after the sweep: %q", bad)
+			return
+		}
+		time.Sleep(2 * time.Second)
+	}
 }
 
 // TestOpenStackRunServerError: a server that goes ERROR fails at once with

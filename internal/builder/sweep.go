@@ -48,6 +48,9 @@ func (o *OpenStack) Sweep(ctx context.Context, log *slog.Logger, spec config.Swe
 	if err != nil {
 		return nil, err
 	}
+	if spec.Server != "" {
+		return o.sweepServer(ctx, log, c, spec)
+	}
 	cutoff := o.now().Add(-spec.OlderThan)
 	builderNames, baseNames := map[string]bool{}, map[string]bool{}
 	for _, a := range config.Arches() {
@@ -135,4 +138,45 @@ func (o *OpenStack) Sweep(ctx context.Context, log *slog.Logger, spec config.Swe
 		return out, errs.Wrap(errs.KindPublish, errors.Join(failed...), "sweep of prefix %q in cloud %s", spec.Prefix, spec.Cloud)
 	}
 	return out, nil
+}
+
+// sweepServer removes the one builder server spec.Server of spec.Prefix
+// (what `run --keep-on-failure` left), whatever its age; a server that is
+// not a builder of the prefix is refused, one already gone is not an error.
+func (o *OpenStack) sweepServer(ctx context.Context, log *slog.Logger, c Cloud, spec config.SweepSpec) ([]config.SweptResource, error) {
+	servers, err := c.ListServers(ctx, spec.Prefix+"-image-builder-")
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range servers {
+		if s.ID != spec.Server {
+			continue
+		}
+		if !isBuilderName(spec.Prefix, s.Name) {
+			break
+		}
+		r := config.SweptResource{Kind: "server", Name: s.Name, ID: s.ID}
+		if spec.DryRun {
+			return []config.SweptResource{r}, nil
+		}
+		if err := c.DeleteServer(ctx, s.ID); err != nil {
+			return nil, errs.Wrap(errs.KindPublish, err, "sweep of server %s (%s) in cloud %s", s.Name, s.ID, spec.Cloud)
+		}
+		removeKeptKnownHosts(o.getenv(), spec.Prefix, s.ID)
+		log.Info("swept", "kind", r.Kind, "name", r.Name, "id", r.ID)
+		return []config.SweptResource{r}, nil
+	}
+	return nil, errs.New(errs.KindNotFound, "--server %s: no builder server of prefix %q with that ID in cloud %s (already removed?)", spec.Server, spec.Prefix, spec.Cloud)
+}
+
+// isBuilderName reports whether name is a builder server name of prefix.
+func isBuilderName(prefix, name string) bool {
+	for _, a := range config.Arches() {
+		for _, b := range config.Bases() {
+			if config.BuilderName(prefix, b, a) == name {
+				return true
+			}
+		}
+	}
+	return false
 }

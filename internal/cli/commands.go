@@ -162,6 +162,7 @@ touched.`,
 	fl.StringVar(&spec.Prefix, "prefix", "", "prefix whose leftovers to remove (required; '' is the Python tool's default)")
 	fl.DurationVar(&spec.OlderThan, "older-than", 6*time.Hour, "remove only resources at least this old (Go duration, at least 1m)")
 	fl.BoolVar(&spec.DryRun, "dry-run", false, "list what would be removed; remove nothing")
+	fl.StringVar(&spec.Server, "server", "", "remove only this builder server (ID) of --prefix, whatever its age: what run --keep-on-failure left")
 	fl.StringVar(&format, "format", "text", "output format: text or json")
 	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 )
 
@@ -77,5 +78,22 @@ func TestRunLocalPrintsTheFile(t *testing.T) {
 	// The openstack builder's output is the Python tool's, unchanged.
 	if r := runApp(t, testEnv(), backend, pinned("--os-cloud", "c", "run", "img", "--arch", "x64", "--upload-clouds", "a")...); r.stdout != "Image build success:\nid1" {
 		t.Errorf("openstack: stdout %q", r.stdout)
+	}
+}
+
+// A failed build that kept its builder (--keep-on-failure) prints how to
+// reach and remove it before the Error line; the exit code is the failure's.
+func TestRunPrintsTheKeptBuilder(t *testing.T) {
+	backend := Backend{Builds: fakeBuilds(func(context.Context, *slog.Logger, config.RunSpec, release.Release, []byte) ([]config.PublishedImage, error) {
+		return nil, &config.KeptBuilder{Err: errs.New(errs.KindVerify, "verification failed: no"), Cloud: "build", Prefix: "p",
+			Server: "s-1", Name: "p-image-builder-noble-x64", Addr: "127.0.0.9:22", User: "ubuntu", KeyFile: "/k", KnownHosts: "/kh"}
+	})}
+	r := runApp(t, testEnv(), backend, pinned("--os-cloud", "build", "run", "img", "--arch", "x64", "--keep-on-failure")...)
+	want := "The builder server p-image-builder-noble-x64 (s-1) in cloud build is left running for debugging (--keep-on-failure).\n" +
+		"  Reach it:  ssh -i /k -o IdentitiesOnly=yes -o UserKnownHostsFile=/kh -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -p 22 ubuntu@127.0.0.9\n" +
+		"  Remove it: github-runner-image-builder --os-cloud build sweep --prefix p --server s-1\n" +
+		"Error: verification failed: no\n"
+	if r.code != 7 || r.stdout != "" || !strings.HasSuffix(r.stderr, want) {
+		t.Errorf("exit %d, stdout %q, stderr:\n%s\nwant the suffix:\n%s", r.code, r.stdout, r.stderr, want)
 	}
 }

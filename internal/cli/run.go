@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -80,6 +81,7 @@ With --runner-version and --runner-sha256 both given nothing is fetched, so
 	fl.DurationVar(&in.Timeouts.Snapshot, "snapshot-timeout", in.Timeouts.Snapshot, "deadline for the snapshot to become active")
 	fl.DurationVar(&in.Timeouts.Copy, "copy-timeout", in.Timeouts.Copy, "deadline for copying the image to the --upload-clouds")
 	fl.BoolVar(&in.InsecureSkipHostKeyCheck, "insecure-skip-host-key-check", false, "RISK: trust the builder's SSH host key without checking it against the console")
+	fl.BoolVar(&in.KeepOnFailure, "keep-on-failure", false, "debugging: leave the builder (server or local VM) running when the build fails and print how to reach and remove it")
 	fl.StringVar(&in.Builder, "builder", string(config.BuilderOpenStack), "where to build: openstack (a server in --os-cloud) or local (qemu on this host)")
 	fl.StringVar(&in.Output, "output", "", "local builder: write the qcow2 image to this path")
 	fl.BoolVar(&in.Isolated, "isolated", false, "local builder: the guest reaches nothing but what the builder forwards on loopback")
@@ -123,6 +125,7 @@ func (inv *invocation) run(ctx context.Context, imageName string, f runFlags) er
 		inv.quietForProgress()
 	}
 	res, err := inv.builds().Run(ctx, inv.logger(), spec, nil)
+	writeKept(inv.app.Stderr, err)
 	if err != nil && len(res.Images) == 0 {
 		return err
 	}
@@ -330,4 +333,21 @@ func shortDuration(d time.Duration) string {
 		out = strings.TrimSuffix(out, "0m")
 	}
 	return out
+}
+
+// writeKept tells how to reach and remove the builder that a failed build
+// with --keep-on-failure left running (nothing when err has none).
+func writeKept(w io.Writer, err error) {
+	var k *config.KeptBuilder
+	if !errors.As(err, &k) {
+		return
+	}
+	ssh, remove := k.Commands()
+	fmt.Fprintf(w, "The builder server %s (%s) in cloud %s is left running for debugging (--keep-on-failure).\n", k.Name, k.Server, k.Cloud)
+	if ssh != "" {
+		fmt.Fprintf(w, "  Reach it:  %s\n", ssh)
+	} else {
+		fmt.Fprintf(w, "  SSH never answered; read its console: openstack --os-cloud %s console log show %s\n", k.Cloud, k.Server)
+	}
+	fmt.Fprintf(w, "  Remove it: %s\n", remove)
 }

@@ -150,6 +150,10 @@ type RunSpec struct {
 
 	Timeouts                 Timeouts
 	InsecureSkipHostKeyCheck bool
+	// KeepOnFailure leaves the builder (server or local VM) running after a
+	// failed build, for debugging (`run --keep-on-failure`). An interrupted
+	// build still removes it; the service never sets it.
+	KeepOnFailure bool
 
 	Builder  BuilderKind
 	Output   string // qcow2 path (local builder)
@@ -184,6 +188,7 @@ type RunInput struct {
 	SkipDefaultChecks                    bool
 	Timeouts                             Timeouts
 	InsecureSkipHostKeyCheck             bool
+	KeepOnFailure                        bool
 	Builder, Output                      string
 	Isolated, DryRun                     bool
 	BaseImageFile, BaseImageSHA256       string   // local builder only
@@ -204,7 +209,8 @@ func NewRunSpec(in RunInput) (RunSpec, error) {
 		Flavor: in.Flavor, Network: in.Network, Proxy: in.Proxy, HostProxy: in.HostProxy, ScriptURL: in.ScriptURL,
 		UserDataFile: in.UserDataFile, VerifyScriptFile: in.VerifyScriptFile, SkipDefaultChecks: in.SkipDefaultChecks,
 		Timeouts: in.Timeouts, InsecureSkipHostKeyCheck: in.InsecureSkipHostKeyCheck,
-		Output: in.Output, Isolated: in.Isolated, DryRun: in.DryRun,
+		KeepOnFailure: in.KeepOnFailure,
+		Output:        in.Output, Isolated: in.Isolated, DryRun: in.DryRun,
 		BaseImageFile: in.BaseImageFile, BaseImageSHA256: strings.ToLower(strings.TrimSpace(in.BaseImageSHA256)),
 		BaseImageURL: in.BaseImageURL, BaseImageSerial: in.BaseImageSerial, CacheDir: in.CacheDir,
 	}

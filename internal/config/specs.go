@@ -167,6 +167,9 @@ type SweepSpec struct {
 	Prefix      string
 	OlderThan   time.Duration // only resources at least this old are removed
 	DryRun      bool          // list, remove nothing
+	// Server, when set, limits the sweep to this one builder server (ID) of
+	// Prefix, whatever its age: what `run --keep-on-failure` left.
+	Server string
 }
 
 // MinSweepAge is the smallest --older-than: younger resources may belong to
@@ -180,6 +183,9 @@ func (s SweepSpec) Validate() error {
 	}
 	if err := ValidatePrefix(s.Prefix); err != nil {
 		return errs.Wrap(errs.KindUsage, err, "")
+	}
+	if s.Server != "" && strings.TrimSpace(s.Server) != s.Server {
+		return errs.Usage("--server %q: give the builder server's ID as `run --keep-on-failure` printed it", s.Server)
 	}
 	if s.OlderThan < MinSweepAge {
 		return errs.Usage("--older-than %s: use a duration of at least %s, e.g. 6h (younger resources may belong to a running build)", s.OlderThan, MinSweepAge)

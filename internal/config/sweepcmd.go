@@ -16,8 +16,30 @@ func SweepDryRunCommand(cloud, prefix string) string {
 
 // shellWord quotes s for a POSIX shell when it needs it.
 func shellWord(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == "" {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./@:,+=") == "" {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// SweepServerCommand is the command line that removes the one builder
+// server id of prefix in cloud that `run --keep-on-failure` left running.
+func SweepServerCommand(cloud, prefix, id string) string {
+	cmd := "github-runner-image-builder"
+	if cloud != "" {
+		cmd += " --os-cloud " + shellWord(cloud)
+	}
+	return cmd + " sweep --prefix " + shellWord(prefix) + " --server " + shellWord(id)
+}
+
+// SSHCommand is the OpenSSH command line that reaches a guest at addr
+// (host:port) as user with the private key keyFile, checking its host key
+// against knownHosts only (never trusting another).
+func SSHCommand(addr, user, keyFile, knownHosts string) string {
+	host, port := addr, "22"
+	if i := strings.LastIndex(addr, ":"); i >= 0 {
+		host, port = strings.Trim(addr[:i], "[]"), addr[i+1:]
+	}
+	return "ssh -i " + shellWord(keyFile) + " -o IdentitiesOnly=yes -o UserKnownHostsFile=" + shellWord(knownHosts) +
+		" -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -p " + shellWord(port) + " " + shellWord(user+"@"+host)
 }

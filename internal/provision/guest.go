@@ -303,3 +303,9 @@ func (g *Guest) Tail(ctx context.Context, path string, n int) string {
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+// Endpoint is how the guest was reached: its address (host:port), login
+// user and the host key the first dial accepted (pinned).
+func (g *Guest) Endpoint() (addr, user string, hostKey ssh.PublicKey) {
+	return g.addr, g.user, g.hostKey
+}

@@ -124,6 +124,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"not a mapping", "- a\n- b\n", "c.yaml:1: the configuration must be a mapping"},
 		{"bad yaml", "cloud: [\n", "c.yaml:"},
 		{"unknown key", minimalConfig + "flavour: big\n", `c.yaml:6: unknown key flavour`},
+		// --keep-on-failure is for one debugging run, never a scheduled build.
+		{"keep on failure", minimalConfig + "keep_on_failure: true\n", `c.yaml:6: unknown key keep_on_failure`},
 		{"unknown nested key", minimalConfig + "runner:\n  versoin: 1.2.3\n", "c.yaml:7: unknown key versoin"},
 		{"wrong type", minimalConfig + "keep_revisions: many\n", "c.yaml:6: cannot unmarshal"},
 		{"no prefix", "cloud: b\nmatrix: {arches: [x64]}\n", "c.yaml:1: prefix: required"},
