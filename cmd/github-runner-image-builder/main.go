@@ -20,6 +20,7 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/cli"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 )
 
 func main() {
@@ -48,7 +49,9 @@ func main() {
 // progress, a terminal, or none when nil), and observe for every build's
 // events (the ledger of what is left).
 func Backend(version string, progress io.Writer, observe build.Observer) cli.Backend {
-	ob := &builder.OpenStack{Version: version}
+	// One AuthCache for the process: the cells of a matrix (and serve's
+	// scheduled builds) authenticate once per cloud every few minutes.
+	ob := &builder.OpenStack{Version: version, Auth: &openstack.AuthCache{}}
 	local := builder.NewLocal(ob, progress)
 	return cli.Backend{
 		Builds: &build.Builds{OpenStack: ob, Local: local, Observe: observe},

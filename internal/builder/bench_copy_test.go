@@ -227,7 +227,7 @@ func TestBenchChildCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	connect := ConnectClouds(paths, config.HostProxy{})
+	connect := ConnectClouds(paths, config.HostProxy{}, nil)
 	src, err := connect(ctx, testenv.BuildCloud, log)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/build"
 	. "github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/service"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
@@ -82,7 +83,8 @@ func BenchmarkParallelMatrix(b *testing.B) {
 	for k, v := range vars {
 		environ = append(environ, k+"="+v)
 	}
-	ob := OpenStackWithoutGuest(&OpenStack{Getenv: func(k string) string { return vars[k] }, Version: "bench"})
+	// As cmd wires it: one AuthCache for the process.
+	ob := OpenStackWithoutGuest(&OpenStack{Getenv: func(k string) string { return vars[k] }, Version: "bench", Auth: &openstack.AuthCache{}})
 	builds := &build.Builds{OpenStack: ob, Resolver: fixedRelease{}}
 	logs := &testenv.LockedBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -145,6 +147,9 @@ schedule: {base_image_refresh: 0s}
 	b.ReportMetric(four.Seconds()/one.Seconds(), "four/one")
 	b.ReportMetric(float64(lastParallelism(logs.String())), "parallelism")
 	b.ReportMetric(0, "ns/op")
+	if path := os.Getenv("GRIB_BENCH_LOG"); path != "" {
+		_ = os.WriteFile(path, []byte(logs.String()), 0o600)
+	}
 }
 
 // fixedRelease resolves every version to one release without GitHub: the

@@ -32,9 +32,11 @@ type Connector func(ctx context.Context, cloud string, log *slog.Logger) (Cloud,
 // ConnectClouds is the real Connector, the one way the tool opens a cloud:
 // clouds.yaml is read from the first of paths that exists (see
 // openstack.CloudsPaths for the openstack CLI's search path), and every
-// request goes through proxy (zero: the environment's proxy).
-func ConnectClouds(paths []string, proxy config.HostProxy) Connector {
-	oc := openstack.Connector{Paths: paths, Proxy: proxy.ProxyFunc()}
+// request goes through proxy (zero: the environment's proxy); auth, when
+// set, shares authentications between the connections (see openstack.AuthCache).
+func ConnectClouds(paths []string, proxy config.HostProxy, auth *openstack.AuthCache) Connector {
+	oc := openstack.Connector{Paths: paths, Proxy: proxy.ProxyFunc(), Auth: auth,
+		AuthScope: proxy.HTTP + "\x00" + proxy.HTTPS + "\x00" + proxy.NoProxy}
 	return func(ctx context.Context, cloud string, log *slog.Logger) (Cloud, error) {
 		c, err := oc.Connect(ctx, cloud, log)
 		if err != nil {

@@ -39,6 +39,10 @@ type OpenStack struct {
 	StopTimeout time.Duration
 	// Output receives the script's output; nil logs it at info level.
 	Output io.Writer
+	// Auth, when set, lets the builds this OpenStack runs share their
+	// authentications to a cloud (see openstack.AuthCache): the cells of a
+	// matrix authenticate once per cloud. nil: every connection authenticates.
+	Auth *openstack.AuthCache
 
 	// Test seams, set only by this package's tests and benchmarks.
 	// withoutGuest leaves the guest steps out: the server's image has no OS
@@ -71,7 +75,7 @@ func (o *OpenStack) connector(paths []string, proxy config.HostProxy) (Connector
 			return nil, err
 		}
 	}
-	return ConnectClouds(paths, proxy), nil
+	return ConnectClouds(paths, proxy, o.Auth), nil
 }
 
 // dial opens one cloud from the clouds.yaml at paths through proxy.

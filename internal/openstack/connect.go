@@ -74,6 +74,17 @@ type connectOptions struct {
 	// firstWarning reports whether a warning about key is new (nil: every
 	// warning is); Connector uses it to warn once per cloud.
 	firstWarning func(key string) bool
+	// auth, when set, shares authentications (see AuthCache); authScope
+	// tells apart what the other options cannot show (the proxy).
+	auth      *AuthCache
+	authScope string
+}
+
+// WithAuthCache shares authentications through cache (see AuthCache);
+// scope must differ where the options differ in what cannot be compared
+// (the proxy function).
+func WithAuthCache(cache *AuthCache, scope string) Option {
+	return func(o *connectOptions) { o.auth, o.authScope = cache, scope }
 }
 
 // WithLogger sets the logger (default: discard).
@@ -155,21 +166,33 @@ func ConnectConfig(ctx context.Context, cfg *CloudConfig, opts ...Option) (*Clou
 	if ao.IdentityEndpoint == "" {
 		return nil, errs.Usage("cloud %q in %s has no auth_url", cfg.Name, cfg.Path)
 	}
-	provider, err := gcopenstack.NewClient(ao.IdentityEndpoint)
-	if err != nil {
-		return nil, errs.Wrap(errs.KindUsage, err, "cloud %q: auth_url %q", cfg.Name, ao.IdentityEndpoint)
-	}
-	provider.HTTPClient = httpClient(o.httpClient, o.proxy, cfg)
-	provider.UserAgent.Prepend(UserAgent)
 	if cfg.TLSUnverified != "" && (o.firstWarning == nil || o.firstWarning("tls "+cfg.Name)) {
 		log.Warn("TLS certificate checks are off for this cloud: anyone on the network path can read "+
 			"its credentials and tokens; give the cloud's CA in cacert instead",
 			"cloud", cfg.Name, "clouds_yaml", cfg.Path, "setting", cfg.TLSUnverified)
 	}
-
-	log.Debug("authenticating", "cloud", cfg)
-	if err := gcopenstack.Authenticate(ctx, provider, ao); err != nil {
-		return nil, classifyAuth(err, cfg.Name, ao.IdentityEndpoint)
+	authenticate := func() (*gophercloud.ProviderClient, error) {
+		provider, err := gcopenstack.NewClient(ao.IdentityEndpoint)
+		if err != nil {
+			return nil, errs.Wrap(errs.KindUsage, err, "cloud %q: auth_url %q", cfg.Name, ao.IdentityEndpoint)
+		}
+		provider.HTTPClient = httpClient(o.httpClient, o.proxy, cfg)
+		provider.UserAgent.Prepend(UserAgent)
+		log.Debug("authenticating", "cloud", cfg)
+		if err := gcopenstack.Authenticate(ctx, provider, ao); err != nil {
+			return nil, classifyAuth(err, cfg.Name, ao.IdentityEndpoint)
+		}
+		return provider, nil
+	}
+	var provider *gophercloud.ProviderClient
+	var err error
+	if o.auth != nil {
+		provider, err = o.auth.provider(ctx, authKey(cfg, &o), authenticate)
+	} else {
+		provider, err = authenticate()
+	}
+	if err != nil {
+		return nil, err
 	}
 	c := &Cloud{name: cfg.Name, log: log.With("cloud", cfg.Name), provider: provider, transferIdle: o.transfer}
 	if r, ok := provider.GetAuthResult().(tokens3.CreateResult); ok {
@@ -285,6 +308,10 @@ type Connector struct {
 	Log   *slog.Logger // nil: discard
 	// Proxy is the proxy of every request (nil: the environment's).
 	Proxy func(*http.Request) (*url.URL, error)
+	// Auth, when set, shares authentications between connections (see
+	// AuthCache); AuthScope names the Proxy's settings for its key.
+	Auth      *AuthCache
+	AuthScope string
 
 	mu     sync.Mutex
 	warned map[string]bool
@@ -315,6 +342,9 @@ func (c *Connector) Connect(ctx context.Context, cloud string, log *slog.Logger)
 	}
 	if c.Proxy != nil {
 		opts = append(opts, WithProxy(c.Proxy))
+	}
+	if c.Auth != nil {
+		opts = append(opts, WithAuthCache(c.Auth, c.AuthScope))
 	}
 	return Connect(ctx, cloud, opts...)
 }

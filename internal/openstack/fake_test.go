@@ -8,6 +8,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -19,10 +20,11 @@ import (
 // on demand (a 5xx, a fault message); the rest is tested against the real
 // stack (integration_test.go).
 type fakeCloud struct {
-	srv  *httptest.Server
-	mux  *http.ServeMux
-	cfg  *CloudConfig
-	fail int // status Keystone answers with, 0 for success
+	srv   *httptest.Server
+	mux   *http.ServeMux
+	cfg   *CloudConfig
+	fail  int          // status Keystone answers with, 0 for success
+	auths atomic.Int32 // authentications asked for
 }
 
 func newFakeCloud(t *testing.T) *fakeCloud { t.Helper(); return startFakeCloud(t, false) }
@@ -42,6 +44,7 @@ func startFakeCloud(t *testing.T, useTLS bool) *fakeCloud {
 	}
 	t.Cleanup(f.srv.Close)
 	f.mux.HandleFunc("POST /v3/auth/tokens", func(w http.ResponseWriter, r *http.Request) {
+		f.auths.Add(1)
 		if f.fail != 0 {
 			http.Error(w, `{"error": {"message": "no"}}`, f.fail)
 			return
