@@ -45,13 +45,13 @@ func main() {
 }
 
 // Backend wires the builders to the command line: the openstack builder
-// (recording version on its images), the local one (progress lines to
-// progress, a terminal, or none when nil), and observe for every build's
+// (recording version on its images) and the local one, both printing
+// their phases to progress (a terminal, or none when nil), and observe for every build's
 // events (the ledger of what is left).
 func Backend(version string, progress io.Writer, observe build.Observer) cli.Backend {
 	// One AuthCache for the process: the cells of a matrix (and serve's
 	// scheduled builds) authenticate once per cloud every few minutes.
-	ob := &builder.OpenStack{Version: version, Auth: &openstack.AuthCache{}}
+	ob := &builder.OpenStack{Version: version, Auth: &openstack.AuthCache{}, Progress: progress}
 	local := builder.NewLocal(ob, progress)
 	return cli.Backend{
 		Builds: &build.Builds{OpenStack: ob, Local: local, Observe: observe},

@@ -89,6 +89,23 @@ type GuestConfig struct {
 type GuestSession struct {
 	mu    sync.Mutex
 	guest *provision.Guest
+	// reached is how "ssh" reached the guest (kept after close): what
+	// --keep-on-failure prints.
+	reached *guestEndpoint
+}
+
+// guestEndpoint is a guest's SSH address, login user and pinned host key.
+type guestEndpoint struct {
+	addr, user string
+	hostKey    ssh.PublicKey
+}
+
+// endpoint is how "ssh" reached the guest, also after the session closed;
+// nil when SSH never answered.
+func (s *GuestSession) endpoint() *guestEndpoint {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reached
 }
 
 // Guest returns the connected guest, or nil before "ssh" succeeded.
@@ -102,6 +119,10 @@ func (s *GuestSession) set(g *provision.Guest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.guest = g
+	if g != nil {
+		addr, user, key := g.Endpoint()
+		s.reached = &guestEndpoint{addr: addr, user: user, hostKey: key}
+	}
 }
 
 func (s *GuestSession) close() {

@@ -17,11 +17,11 @@ import (
 // in the prefix's state directory.
 func (b *osBuild) keptBuilder(err error) error {
 	k := &config.KeptBuilder{Err: err, Cloud: b.spec.Cloud, Prefix: b.spec.Prefix, Server: b.serverID, Name: b.builderName()}
-	g := b.sess.Guest()
-	if g == nil {
+	e := b.sess.endpoint()
+	if e == nil {
 		return k
 	}
-	addr, user, hostKey := g.Endpoint()
+	addr, user, hostKey := e.addr, e.user, e.hostKey
 	dir, derr := config.StateDir(b.o.getenv(), b.spec.Prefix)
 	if derr != nil || hostKey == nil {
 		return k

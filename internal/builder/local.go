@@ -327,8 +327,8 @@ func (b *localBuild) holdVM() {
 		b.log.Warn(fmt.Sprintf(format, args...))
 	}
 	say("The build failed; its VM is left running for debugging (--keep-on-failure). Ctrl-C removes it.")
-	if g := b.sess.Guest(); g != nil {
-		addr, user, hostKey := g.Endpoint()
+	if e := b.sess.endpoint(); e != nil {
+		addr, user, hostKey := e.addr, e.user, e.hostKey
 		path := filepath.Join(b.vm.Dir(), "known_hosts")
 		if err := writeKnownHosts(path, addr, hostKey); err == nil {
 			say("  Reach it:  %s", config.SSHCommand(addr, user, b.key.Path, path))

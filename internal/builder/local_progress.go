@@ -21,6 +21,7 @@ type progress struct {
 	w      io.Writer
 	ticker func() (<-chan time.Time, func())
 	now    func() time.Time
+	name   string // printed before each line ("" for none): the image, when cells build at once
 
 	mu  sync.Mutex
 	cur *phase
@@ -42,8 +43,10 @@ const progressEvery = 15 * time.Second
 // phaseLabel says which steps get progress lines, and what they say.
 func phaseLabel(step string) (string, bool) {
 	switch step {
-	case "base image", "cloud-init", "script", "verify", "upload", "prune":
+	case "base image", "cloud-init", "script", "verify", "upload", "prune", "snapshot", "copy":
 		return step, true
+	case "server":
+		return "boot: creating the builder server", true
 	case "vm":
 		return "boot: starting qemu", true
 	case "ssh":
@@ -85,6 +88,9 @@ func (p *progress) printf(format string, args ...any) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.name != "" {
+		format = "[" + p.name + "] " + format
+	}
 	fmt.Fprintf(p.w, format+"\n", args...)
 }
 

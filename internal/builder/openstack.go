@@ -43,6 +43,10 @@ type OpenStack struct {
 	// authentications to a cloud (see openstack.AuthCache): the cells of a
 	// matrix authenticate once per cloud. nil: every connection authenticates.
 	Auth *openstack.AuthCache
+	// Progress, when set (a terminal), receives the build's phases as
+	// lines, each named by the image (cells may build at once), and the
+	// copy's bytes and rate.
+	Progress io.Writer
 
 	// Test seams, set only by this package's tests and benchmarks.
 	// withoutGuest leaves the guest steps out: the server's image has no OS
@@ -113,6 +117,7 @@ type osBuild struct {
 	server    *openstack.Server
 	snapshot  *openstack.Image
 
+	prog        *progress     // phase lines on a terminal (nil: none)
 	sess        *GuestSession // the guest steps' SSH session
 	interrupted func() bool   // the build's context is done (Ctrl-C, SIGTERM)
 	kept        bool          // deleteServer left the server (KeepOnFailure)
@@ -141,7 +146,7 @@ func (o *OpenStack) Build(ctx context.Context, log *slog.Logger, job Job) ([]con
 	b.log.Info("openstack build", "image", spec.ImageName, "cloud", spec.Cloud,
 		"builder_server", config.BuilderName(spec.Prefix, spec.Base, spec.Arch))
 	b.interrupted = func() bool { return ctx.Err() != nil }
-	r := &Runner{Log: b.log, CleanupTimeout: o.CleanupTimeout, Observe: job.Observe}
+	r := &Runner{Log: b.log, CleanupTimeout: o.CleanupTimeout, Observe: Observers(b.prog.observe, job.Observe)}
 	err = r.Run(ctx, b.steps())
 	if b.kept && err != nil {
 		err = b.keptBuilder(err)
@@ -156,6 +161,9 @@ func (o *OpenStack) newBuild(log *slog.Logger, job Job, connect Connector) *osBu
 	b.info = newBuildInfo(spec, job.Runner, o.now(), o.Version)
 	b.log = log.With("build_id", b.info.ID)
 	b.pub = &publication{connect: connect, log: b.log, spec: spec, info: b.info, observe: job.Observe}
+	if b.prog = newProgress(o.Progress, nil, o.now); b.prog != nil {
+		b.prog.name = spec.ImageName
+	}
 	return b
 }
 
@@ -595,7 +603,12 @@ func (b *osBuild) copy(ctx context.Context) error {
 	res.tmp = sp.Name() // removed by cleanupCopies
 	b.job.Observe.Emit(Event{Kind: Made, What: Left{Kind: "file", Name: res.tmp}})
 	defer sp.Close()
-	return b.pub.copyAll(ctx, res, func(ctx context.Context) io.ReadSeeker { return sp.reader(ctx) },
+	var total int64
+	if b.snapshot != nil {
+		total = b.snapshot.SizeBytes * int64(len(b.pub.targets()))
+	}
+	m := b.prog.current().meter(total)
+	return b.pub.copyAll(ctx, res, func(ctx context.Context) io.ReadSeeker { return m.reader(sp.reader(ctx)) },
 		func(ctx context.Context) error {
 			d, err := b.download(ctx, sp)
 			if err == nil {

@@ -46,9 +46,9 @@ type App struct {
 	Backend Backend
 	// GOARCH is the host's architecture in Go's spelling; "" means runtime.GOARCH.
 	GOARCH string
-	// Terminal says that Stderr is a terminal, where the local builder
-	// prints its progress lines (main gives it the same terminal): during
-	// a local build or init, stderr then shows the log's warnings and
+	// Terminal says that Stderr is a terminal, where the builders print
+	// their progress lines (main gives them the same terminal): during a
+	// build (run, build --config) or a local init, stderr then shows the log's warnings and
 	// errors only, the info records going to --log-file (or to stderr too
 	// at --log-level debug). See quietForProgress.
 	Terminal bool

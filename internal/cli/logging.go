@@ -63,7 +63,7 @@ func logHandler(format string, w io.Writer, level slog.Leveler) slog.Handler {
 	return slog.NewTextHandler(w, opts)
 }
 
-// quietForProgress applies the terminal rule when a local build (or local
+// quietForProgress applies the terminal rule when a build (or a local
 // init) is about to print its progress lines: on a terminal, stderr then
 // gets only the log's warnings and errors, so that the phases are not lost
 // between info records; those still go to --log-file, and --log-level

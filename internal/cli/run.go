@@ -121,9 +121,7 @@ func (inv *invocation) run(ctx context.Context, imageName string, f runFlags) er
 		}
 		return WritePlan(inv.app.Stdout, format, plan)
 	}
-	if spec.Builder == config.BuilderLocal {
-		inv.quietForProgress()
-	}
+	inv.quietForProgress() // phase lines on a terminal instead of the info log
 	res, err := inv.builds().Run(ctx, inv.logger(), spec, nil)
 	writeKept(inv.app.Stderr, err)
 	if err != nil && len(res.Images) == 0 {

@@ -278,6 +278,7 @@ retried with backoff; some cells failing while others built exits 10.`,
 					return errs.Wrap(errs.KindUsage, err, "--latest-file")
 				}
 			}
+			inv.quietForProgress() // phase lines on a terminal instead of the info log
 			rep, err := s.Build(cmd.Context(), opts)
 			if p := s.Config.TextfilePath(); p != "" {
 				if werr := metrics.WriteTextfile(p); werr != nil {

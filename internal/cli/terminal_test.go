@@ -49,7 +49,8 @@ func TestTerminalRule(t *testing.T) {
 		{"terminal, local, json", true, append([]string{"--log-format", "json"}, local...), false, true},
 		{"terminal, local, debug", true, append([]string{"--log-level", "debug"}, local...), true, true},
 		{"terminal, local, error", true, append([]string{"--log-level", "error"}, local...), false, false},
-		{"terminal, openstack", true, openstack, true, true},
+		{"terminal, openstack", true, openstack, false, true},
+		{"terminal, openstack, debug", true, append([]string{"--log-level", "debug"}, openstack...), true, true},
 		{"terminal, init local", true, initLocal, false, true},
 		{"not a terminal, init local", false, initLocal, true, true},
 	}
