@@ -150,6 +150,8 @@ type RunSpec struct {
 
 	Timeouts                 Timeouts
 	InsecureSkipHostKeyCheck bool
+	// SSHJump is the jump host the builder's SSH goes through; zero: direct.
+	SSHJump SSHJump
 
 	Builder  BuilderKind
 	Output   string // qcow2 path (local builder)
@@ -184,6 +186,7 @@ type RunInput struct {
 	SkipDefaultChecks                    bool
 	Timeouts                             Timeouts
 	InsecureSkipHostKeyCheck             bool
+	SSHJump                              SSHJump
 	Builder, Output                      string
 	Isolated, DryRun                     bool
 	BaseImageFile, BaseImageSHA256       string   // local builder only
@@ -203,7 +206,7 @@ func NewRunSpec(in RunInput) (RunSpec, error) {
 		RunnerRepo: in.RunnerRepo, RunnerAPIURL: in.RunnerAPIURL,
 		Flavor: in.Flavor, Network: in.Network, Proxy: in.Proxy, HostProxy: in.HostProxy, ScriptURL: in.ScriptURL,
 		UserDataFile: in.UserDataFile, VerifyScriptFile: in.VerifyScriptFile, SkipDefaultChecks: in.SkipDefaultChecks,
-		Timeouts: in.Timeouts, InsecureSkipHostKeyCheck: in.InsecureSkipHostKeyCheck,
+		Timeouts: in.Timeouts, InsecureSkipHostKeyCheck: in.InsecureSkipHostKeyCheck, SSHJump: in.SSHJump,
 		Output: in.Output, Isolated: in.Isolated, DryRun: in.DryRun,
 		BaseImageFile: in.BaseImageFile, BaseImageSHA256: strings.ToLower(strings.TrimSpace(in.BaseImageSHA256)),
 		BaseImageURL: in.BaseImageURL, BaseImageSerial: in.BaseImageSerial, CacheDir: in.CacheDir,
@@ -315,6 +318,9 @@ func (s RunSpec) Validate() error {
 		return settingErr("skip_default_checks", "", "needs {user_data} (the built-in recipe is always verified) and {verify_script} (an image is never published unverified)")
 	}
 	if err := s.Timeouts.Validate(); err != nil {
+		return err
+	}
+	if err := ValidateSSHJump(s.SSHJump); err != nil {
 		return err
 	}
 	if _, err := ParseVisibility(string(s.Visibility)); err != nil {
