@@ -71,7 +71,7 @@ type GuestConfig struct {
 	// InsecureSkipHostKeyCheck (it is still used for tails when set).
 	Console                  provision.ConsoleReader
 	InsecureSkipHostKeyCheck bool
-	// Jump is the jump host the guest's SSH goes through (sshJump); nil: direct.
+	// Jump is the jump host the guest's SSH goes through (SSHJump); nil: direct.
 	Jump *provision.Jump
 
 	Script  []byte                   // the user's script (FetchScript); nil: no "script" step

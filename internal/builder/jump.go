@@ -8,11 +8,11 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
 )
 
-// sshJump is the jump host of the build's --ssh-jump (both builders reach
-// their guest through it), nil without one. It reads the key and the
+// SSHJump is the jump host of a build's --ssh-jump (both builders reach
+// their guest through it, as GuestConfig.Jump), nil without one. It reads the key and the
 // known_hosts file (RunSpec.Validate checked them) and, without a key, needs
 // an SSH agent: it runs in "prepare", before anything is created.
-func sshJump(j config.SSHJump, getenv func(string) string, log *slog.Logger) (*provision.Jump, error) {
+func SSHJump(j config.SSHJump, getenv func(string) string, log *slog.Logger) (*provision.Jump, error) {
 	if j.Host == "" {
 		return nil, nil
 	}

@@ -113,7 +113,7 @@ type localBuild struct {
 	output  string          // absolute --output
 	partial string          // the export, renamed to output at the end
 	key     statedir.Key    // read by "prepare"
-	jump    *provision.Jump // --ssh-jump, read by "prepare"; nil: direct
+	jump    *provision.Jump // --ssh-jump (SSHJump), read by "prepare"; nil: direct
 	base    baseimage.Image
 	vm      *qemu.VM
 	placed  bool // the image is at output
@@ -236,7 +236,7 @@ func (b *localBuild) prepare(ctx context.Context) error {
 	if b.key, err = prefixKey(ctx, b.l.openstack().getenv(), b.spec.Prefix); err != nil {
 		return err
 	}
-	b.jump, err = sshJump(b.spec.SSHJump, b.l.openstack().getenv(), b.log)
+	b.jump, err = SSHJump(b.spec.SSHJump, b.l.openstack().getenv(), b.log)
 	return err
 }
 

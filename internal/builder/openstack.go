@@ -103,7 +103,7 @@ type osBuild struct {
 	open      Connector
 	cloud     Cloud
 	key       statedir.Key    // read by "prepare"
-	jump      *provision.Jump // --ssh-jump, read by "prepare"; nil: direct
+	jump      *provision.Jump // --ssh-jump (SSHJump), read by "prepare"; nil: direct
 	flavor    *openstack.Flavor
 	network   *openstack.Network
 	baseImage *openstack.Image
@@ -226,7 +226,7 @@ func (b *osBuild) prepare(ctx context.Context) error {
 	if b.key, err = prefixKey(ctx, b.o.getenv(), b.spec.Prefix); err != nil {
 		return err
 	}
-	b.jump, err = sshJump(b.spec.SSHJump, b.o.getenv(), b.log)
+	b.jump, err = SSHJump(b.spec.SSHJump, b.o.getenv(), b.log)
 	return err
 }
 

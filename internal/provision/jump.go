@@ -46,6 +46,16 @@ type Jump struct {
 // connection attempt is not retried then.
 var ErrJumpRefused = errors.New("the jump host was refused or refused us")
 
+// jumpRefused is an error that says why, and is ErrJumpRefused.
+type jumpRefused struct{ msg string }
+
+func (e *jumpRefused) Error() string        { return e.msg }
+func (e *jumpRefused) Is(target error) bool { return target == ErrJumpRefused }
+
+func refused(format string, args ...any) error {
+	return &jumpRefused{msg: fmt.Sprintf(format, args...)}
+}
+
 // JumpError is err classified when no retry can mend it, else nil: a jump
 // host's refusal (errs.KindAuth, naming the guest's address), or no key
 // to log in to the jump host with (errs.KindUsage, as it is).
@@ -113,7 +123,7 @@ func (j *Jump) dial(ctx context.Context, addr string) (net.Conn, error) {
 		case keyErr != nil:
 			return nil, keyErr
 		case strings.Contains(err.Error(), "unable to authenticate"):
-			return nil, fmt.Errorf("%w: the jump host %s refused the login of %s with %s", ErrJumpRefused, j.Addr, j.User, j.keyName())
+			return nil, refused("the jump host %s refused the login of %s with %s", j.Addr, j.User, j.keyName())
 		}
 		return nil, fmt.Errorf("SSH handshake with the jump host %s: %w", j.Addr, err)
 	}
@@ -159,17 +169,18 @@ func (j *Jump) hostKeyRefused(key ssh.PublicKey, err error) error {
 	}
 	var ke *knownhosts.KeyError
 	var re *knownhosts.RevokedError
+	fp := ssh.FingerprintSHA256(key)
 	switch {
 	case errors.As(err, &re):
-		return fmt.Errorf("%w: the jump host %s presented the revoked host key %s", ErrJumpRefused, j.Addr, ssh.FingerprintSHA256(key))
+		return refused("the jump host %s presented the revoked host key %s", j.Addr, fp)
 	case errors.As(err, &ke) && len(ke.Want) > 0:
-		return fmt.Errorf("%w: the jump host %s presented host key %s, which is not the one %s lists for it (%s line %d): "+
+		return refused("the jump host %s presented host key %s, which is not the one %s line %d lists for it: "+
 			"someone may be in the middle, or the jump host's key changed; check it before editing the file",
-			ErrJumpRefused, j.Addr, ssh.FingerprintSHA256(key), file, ke.Want[0].Filename, ke.Want[0].Line)
+			j.Addr, fp, ke.Want[0].Filename, ke.Want[0].Line)
 	case errors.As(err, &ke):
-		return fmt.Errorf("%w: the jump host %s presented host key %s, and %s lists no key for it", ErrJumpRefused, j.Addr, ssh.FingerprintSHA256(key), file)
+		return refused("the jump host %s presented host key %s, and %s lists no key for it", j.Addr, fp, file)
 	}
-	return fmt.Errorf("%w: the jump host %s's host key %s: %w", ErrJumpRefused, j.Addr, ssh.FingerprintSHA256(key), err)
+	return refused("the jump host %s's host key %s: %v", j.Addr, fp, err)
 }
 
 // algorithms offers only the host key algorithms of the known keys, so
