@@ -560,10 +560,14 @@ func waitSSHBanner(ctx context.Context, addr string, limit time.Duration, jump *
 	const sshProbeIdent = "SSH-2.0-github-runner-image-builder-probe\r\n"
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
+	var jumpErr error // the last failure to reach addr through the jump host
 	for {
 		conn, err := provision.DialTCP(ctx, jump, addr)
 		if jerr := provision.JumpError(err, addr); jerr != nil {
 			return jerr // a refused jump host: waiting mends nothing
+		}
+		if err != nil && jump != nil && ctx.Err() == nil {
+			jumpErr = err
 		}
 		if err == nil {
 			// A connection through a jump host has no deadlines: closing it
@@ -583,6 +587,9 @@ func waitSSHBanner(ctx context.Context, addr string, limit time.Duration, jump *
 		select {
 		case <-ctx.Done():
 			if ctx.Err() == context.DeadlineExceeded && context.Cause(ctx) == context.DeadlineExceeded {
+				if jumpErr != nil {
+					return errs.Wrap(errs.KindBuild, jumpErr, "no SSH server answered on %s through the jump host %s within %s (raise it with --ssh-timeout); last error", addr, jump.Addr, limit)
+				}
 				return errs.New(errs.KindBuild, "no SSH server answered on %s within %s (raise it with --ssh-timeout)", addr, limit)
 			}
 			return ctx.Err()

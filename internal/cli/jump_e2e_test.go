@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -140,6 +141,15 @@ func TestRunThroughJumpHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	strangerKey := write("stranger_ed25519", string(pem.EncodeToMemory(block)))
+	// A jump host whose address nobody listens on.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := l.Addr().String()
+	_ = l.Close()
+	deadJump := jump.User + "@" + deadAddr
+	deadKnownHosts := write("dead_known_hosts", testenv.KnownHostsLine(deadAddr, jump.HostKey.PublicKey()))
 	secret := fmt.Sprintf("grib-jump-%x", priv.Seed()[:10])
 
 	tests := []struct {
@@ -147,6 +157,8 @@ func TestRunThroughJumpHost(t *testing.T) {
 		key        string // --ssh-jump-key, or ""
 		agent      string // SSH_AUTH_SOCK, or ""
 		knownHosts string
+		jump       string // --ssh-jump, "" for the jump host's
+		timeout    string // --ssh-timeout, "" for 1m
 		code       int
 		errLine    []string // parts of the Error line
 	}{
@@ -156,6 +168,8 @@ func TestRunThroughJumpHost(t *testing.T) {
 			errLine: []string{"the jump host " + jump.Addr + " refused the login of " + jump.User + " with the --ssh-jump-key key SHA256:"}},
 		{name: "no key and no agent", knownHosts: jump.KnownHostsFile, code: 2,
 			errLine: []string{"no key for the jump host: give --ssh-jump-key, or run an SSH agent holding it (SSH_AUTH_SOCK is unset)"}},
+		{name: "jump host down", key: jump.KeyFile, knownHosts: deadKnownHosts, jump: deadJump, timeout: "3s", code: 6,
+			errLine: []string{"no SSH server answered on " + guest.Addr + " through the jump host " + deadAddr + " within 3s", "connection refused"}},
 		{name: "wrong jump host key", key: jump.KeyFile, knownHosts: wrongKnownHosts, code: 4,
 			errLine: []string{"SSH to " + guest.Addr + " through the jump host", "the jump host " + jump.Addr + " presented host key", "which is not the one " + wrongKnownHosts + " line 1 lists for it"}},
 	}
@@ -166,10 +180,11 @@ func TestRunThroughJumpHost(t *testing.T) {
 			logBefore := len(jump.Log())
 			env := testEnv(config.SecretEnvPrefix + "TOKEN=" + secret)
 			getenv := config.Getenv(env)
+			jumpArg, timeout := cmp.Or(tt.jump, jump.Jump()), cmp.Or(tt.timeout, "1m")
 			args := pinned("--os-cloud", "builder", "run", "grib-noble-x64", "--arch", "x64",
 				"--user-data", userData, "--skip-default-checks", "--verify-script", verify, "--script-url", srv.URL+"/s.sh",
-				"--ssh-timeout", "1m", "--cloud-init-timeout", "1m",
-				"--ssh-jump", jump.Jump(), "--ssh-jump-known-hosts", tt.knownHosts)
+				"--ssh-timeout", timeout, "--cloud-init-timeout", "1m",
+				"--ssh-jump", jumpArg, "--ssh-jump-known-hosts", tt.knownHosts)
 			if tt.key != "" {
 				args = append(args, "--ssh-jump-key", tt.key)
 			}
