@@ -50,7 +50,7 @@ func TestWaitSSHBanner(t *testing.T) {
 					}()
 				}
 			}()
-			err = waitSSHBanner(context.Background(), l.Addr().String(), 2*time.Second)
+			err = waitSSHBanner(context.Background(), l.Addr().String(), 2*time.Second, nil)
 			if tt.ok && err != nil {
 				t.Fatalf("waitSSHBanner = %v, want nil", err)
 			}

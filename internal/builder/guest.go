@@ -31,7 +31,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -72,6 +71,8 @@ type GuestConfig struct {
 	// InsecureSkipHostKeyCheck (it is still used for tails when set).
 	Console                  provision.ConsoleReader
 	InsecureSkipHostKeyCheck bool
+	// Jump is the jump host the guest's SSH goes through (SSHJump); nil: direct.
+	Jump *provision.Jump
 
 	Script  []byte                   // the user's script (FetchScript); nil: no "script" step
 	Secrets map[string]config.Secret // the script's environment, never logged
@@ -185,7 +186,7 @@ func guestSteps(base GuestConfig, late func(GuestConfig) GuestConfig, sess *Gues
 				if !cfg.InsecureSkipHostKeyCheck {
 					// The step may wait as long as the recipe for the host keys,
 					// but a guest whose sshd never answers fails at --ssh-timeout.
-					if err := waitSSHBanner(ctx, addr, base.Timeouts.SSH); err != nil {
+					if err := waitSSHBanner(ctx, addr, base.Timeouts.SSH, cfg.Jump); err != nil {
 						return fail(ctx, cfg, err)
 					}
 				}
@@ -201,7 +202,7 @@ func guestSteps(base GuestConfig, late func(GuestConfig) GuestConfig, sess *Gues
 					user = DefaultGuestUser
 				}
 				g, err := provision.Dial(ctx, provision.Target{Addr: addr, User: user, Signer: cfg.Signer, HostKeys: policy, Logger: log,
-					Secrets: revealAll(cfg.Secrets)})
+					Secrets: revealAll(cfg.Secrets), Jump: cfg.Jump})
 				if err != nil {
 					return fail(ctx, cfg, err)
 				}
@@ -576,19 +577,29 @@ func ChecksFor(spec config.RunSpec, runnerVersion string, verifyScript []byte) (
 // connect alone proves nothing). It sends its own identification first, as
 // an SSH client may: passt (the local guest's network) passes the guest's
 // banner on only once the host side has sent something.
-func waitSSHBanner(ctx context.Context, addr string, limit time.Duration) error {
+func waitSSHBanner(ctx context.Context, addr string, limit time.Duration, jump *provision.Jump) error {
 	const sshProbeIdent = "SSH-2.0-github-runner-image-builder-probe\r\n"
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	var d net.Dialer
+	var jumpErr error // the last failure to reach addr through the jump host
 	for {
-		if conn, err := d.DialContext(ctx, "tcp", addr); err == nil {
-			_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+		conn, err := provision.DialTCP(ctx, jump, addr)
+		if jerr := provision.JumpError(err, addr); jerr != nil {
+			return jerr // a refused jump host: waiting mends nothing
+		}
+		if err != nil && jump != nil && ctx.Err() == nil {
+			jumpErr = err
+		}
+		if err == nil {
+			// A connection through a jump host has no deadlines: closing it
+			// bounds the read either way.
+			bound := time.AfterFunc(3*time.Second, func() { _ = conn.Close() })
 			buf := make([]byte, 4)
 			_, rerr := io.WriteString(conn, sshProbeIdent)
 			if rerr == nil {
 				_, rerr = io.ReadFull(conn, buf)
 			}
+			bound.Stop()
 			_ = conn.Close()
 			if rerr == nil && string(buf) == "SSH-" {
 				return nil
@@ -597,6 +608,9 @@ func waitSSHBanner(ctx context.Context, addr string, limit time.Duration) error 
 		select {
 		case <-ctx.Done():
 			if ctx.Err() == context.DeadlineExceeded && context.Cause(ctx) == context.DeadlineExceeded {
+				if jumpErr != nil {
+					return errs.Wrap(errs.KindBuild, jumpErr, "no SSH server answered on %s through the jump host %s within %s (raise it with --ssh-timeout); last error", addr, jump.Addr, limit)
+				}
 				return errs.New(errs.KindBuild, "no SSH server answered on %s within %s (raise it with --ssh-timeout)", addr, limit)
 			}
 			return ctx.Err()

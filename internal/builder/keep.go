@@ -31,7 +31,7 @@ func (b *osBuild) keptBuilder(err error) error {
 		b.log.Warn("cannot write the kept builder's known_hosts file", "path", path, "error", werr)
 		return k
 	}
-	k.Addr, k.User, k.KeyFile, k.KnownHosts = addr, user, b.key.Path, path
+	k.Addr, k.User, k.KeyFile, k.KnownHosts, k.Jump = addr, user, b.key.Path, path, b.spec.SSHJump
 	return k
 }
 

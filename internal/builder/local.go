@@ -17,6 +17,7 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/qemu"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
 )
@@ -109,9 +110,10 @@ type localBuild struct {
 	prog *progress
 	pub  *publication // upload, publish, prune
 
-	output  string       // absolute --output
-	partial string       // the export, renamed to output at the end
-	key     statedir.Key // read by "prepare"
+	output  string          // absolute --output
+	partial string          // the export, renamed to output at the end
+	key     statedir.Key    // read by "prepare"
+	jump    *provision.Jump // --ssh-jump (SSHJump), read by "prepare"; nil: direct
 	base    baseimage.Image
 	vm      *qemu.VM
 	placed  bool // the image is at output
@@ -194,7 +196,7 @@ func (b *localBuild) steps() []Step {
 
 // withKey completes the guest configuration with the key "prepare" read.
 func (b *localBuild) withKey(c GuestConfig) GuestConfig {
-	c.Signer = b.key.Signer
+	c.Signer, c.Jump = b.key.Signer, b.jump
 	return c
 }
 
@@ -234,7 +236,10 @@ func (b *localBuild) prepare(ctx context.Context) error {
 	_ = probe.Close()
 	_ = os.Remove(probe.Name())
 
-	b.key, err = prefixKey(ctx, b.l.openstack().getenv(), b.spec.Prefix)
+	if b.key, err = prefixKey(ctx, b.l.openstack().getenv(), b.spec.Prefix); err != nil {
+		return err
+	}
+	b.jump, err = SSHJump(b.spec.SSHJump, b.l.openstack().getenv(), b.log)
 	return err
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
 )
 
@@ -109,7 +110,8 @@ type osBuild struct {
 
 	open      Connector
 	cloud     Cloud
-	key       statedir.Key // read by "prepare"
+	key       statedir.Key    // read by "prepare"
+	jump      *provision.Jump // --ssh-jump (SSHJump), read by "prepare"; nil: direct
 	flavor    *openstack.Flavor
 	network   *openstack.Network
 	baseImage *openstack.Image
@@ -209,7 +211,7 @@ func (b *osBuild) steps() []Step {
 
 // withKey completes the guest configuration with the key "prepare" read.
 func (b *osBuild) withKey(c GuestConfig) GuestConfig {
-	c.Signer = b.key.Signer
+	c.Signer, c.Jump = b.key.Signer, b.jump
 	return c
 }
 
@@ -242,7 +244,10 @@ func (b *osBuild) lock() (func(), error) {
 // server exists.
 func (b *osBuild) prepare(ctx context.Context) error {
 	var err error
-	b.key, err = prefixKey(ctx, b.o.getenv(), b.spec.Prefix)
+	if b.key, err = prefixKey(ctx, b.o.getenv(), b.spec.Prefix); err != nil {
+		return err
+	}
+	b.jump, err = SSHJump(b.spec.SSHJump, b.o.getenv(), b.log)
 	return err
 }
 

@@ -613,7 +613,8 @@ func TestOpenStackRunCloudInitFails(t *testing.T) {
 }
 
 // TestOpenStackRunVerifyFailsKeepOnFailure: a failed verification ends
-// with exit 7 and publishes nothing. With --keep-on-failure it leaves
+// with exit 7 and publishes nothing. Its SSH goes through a jump host
+// (--ssh-jump). With --keep-on-failure it leaves
 // exactly the builder server running and prints how to reach it (the test
 // runs that ssh command: it checks the host key the build pinned) and the
 // sweep command that removes it (the test runs that too: nothing is left).
@@ -627,13 +628,25 @@ func TestOpenStackRunVerifyFailsKeepOnFailure(t *testing.T) {
 	e.mustInit(ctx, p, imagePath, testenv.GuestProperty+"=true")
 	recipe := writeFile(t, "user-data", testRecipe)
 	verify := writeFile(t, "verify.sh", "#!/bin/sh\necho grib-verify-says-no\nexit 1\n")
-	code, stdout, stderr := e.cli(ctx, e.environ(), runArgs(p, "--user-data", recipe, "--skip-default-checks", "--verify-script", verify, "--keep-on-failure")...)
+	// The builder's SSH goes through a real OpenSSH jump host (--ssh-jump):
+	// the banner wait, the host key check against the console and every
+	// guest step up to verify run through it, and so does the printed ssh
+	// command.
+	jump := testenv.StartJumpHost(t)
+	code, stdout, stderr := e.cli(ctx, e.environ(), runArgs(p, "--user-data", recipe, "--skip-default-checks", "--verify-script", verify, "--keep-on-failure",
+		"--ssh-jump", jump.Jump(), "--ssh-jump-key", jump.KeyFile, "--ssh-jump-known-hosts", jump.KnownHostsFile)...)
 	if code != 7 || stdout != "" {
 		t.Errorf("exit %d, stdout %q; want 7 and nothing", code, stdout)
 	}
 	lastLine := tailLines(stderr, 1)
 	if !strings.Contains(lastLine, "verification failed") || !strings.Contains(lastLine, "grib-verify-says-no") {
 		t.Errorf("error line %q: want the verification failure with the script's output", lastLine)
+	}
+	m := regexp.MustCompile(`msg="SSH connected"[^\n]* addr=(\S+)`).FindStringSubmatch(stderr)
+	if m == nil || !strings.Contains(stderr, "SSH to the guest goes through a jump host") {
+		t.Errorf("the log does not show the SSH connection through the jump host")
+	} else if !testenv.ForwardedTo(jump.Log(), m[1]) {
+		t.Errorf("the jump host's log shows no channel forwarded to the builder's sshd %s:\n%s", m[1], tailLines(jump.Log(), 40))
 	}
 	sshCmd, sweepCmd := keptCommands(t, stderr)
 	words := strings.Fields(sweepCmd)

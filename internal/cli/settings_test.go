@@ -2,12 +2,19 @@ package cli
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
@@ -36,7 +43,7 @@ type settingCase struct {
 	detail    string
 }
 
-func settingCases(scriptURL string) []settingCase {
+func settingCases(scriptURL string, jf jumpSettingFiles) []settingCase {
 	bad := func(name, setting string, flags []string, yaml, flag, key string, line int, detail string) settingCase {
 		return settingCase{name: name, setting: setting, flags: flags, yaml: yaml, flag: flag, key: key, line: line, detail: detail}
 	}
@@ -99,6 +106,25 @@ func settingCases(scriptURL string) []settingCase {
 
 		bad("skip checks alone", "skip_default_checks", []string{"--skip-default-checks"}, "skip_default_checks: true\n", "--skip-default-checks", "skip_default_checks", 5, "(the built-in recipe is always verified)"),
 		bad("builder", "builder", []string{"--builder", "chroot"}, "builder: chroot\n", "--builder", "builder", 5, `"chroot": use openstack or local`),
+		good("ssh jump with key", []string{"--ssh-jump", "ops@127.0.0.9:2222", "--ssh-jump-key", jf.key, "--ssh-jump-known-hosts", jf.knownHosts},
+			"ssh_jump: {host: \"ops@127.0.0.9:2222\", key: "+jf.key+", known_hosts: "+jf.knownHosts+"}\n"),
+		good("ssh jump with agent", []string{"--ssh-jump", "ops@127.0.0.9:2222", "--ssh-jump-known-hosts", jf.knownHosts},
+			"ssh_jump:\n  host: ops@127.0.0.9:2222\n  known_hosts: "+jf.knownHosts+"\n"),
+		bad("ssh jump without user", "ssh_jump", []string{"--ssh-jump", "127.0.0.9:2222", "--ssh-jump-known-hosts", jf.knownHosts},
+			"ssh_jump: {host: \"127.0.0.9:2222\", known_hosts: "+jf.knownHosts+"}\n", "--ssh-jump", "ssh_jump.host", 5, `"127.0.0.9:2222": the login user is missing`),
+		bad("ssh jump password", "ssh_jump", []string{"--ssh-jump", "ops:hunter2@127.0.0.9", "--ssh-jump-known-hosts", jf.knownHosts},
+			"ssh_jump:\n  known_hosts: "+jf.knownHosts+"\n  host: ops:hunter2@127.0.0.9\n", "--ssh-jump", "ssh_jump.host", 7, `"xxxxx@127.0.0.9": a password is not accepted`),
+		bad("ssh jump port", "ssh_jump", []string{"--ssh-jump", "ops@127.0.0.9:0", "--ssh-jump-known-hosts", jf.knownHosts},
+			"ssh_jump: {host: \"ops@127.0.0.9:0\", known_hosts: "+jf.knownHosts+"}\n", "--ssh-jump", "ssh_jump.host", 5, "the port is not a number from 1 to 65535"),
+		bad("ssh jump without known hosts", "ssh_jump_known_hosts", []string{"--ssh-jump", "ops@127.0.0.9:2222"},
+			"ssh_jump: {host: \"ops@127.0.0.9:2222\"}\n", "--ssh-jump-known-hosts", "ssh_jump.known_hosts", 5, "never trusted blindly"),
+		bad("ssh jump host not known", "ssh_jump_known_hosts", []string{"--ssh-jump", "ops@127.0.0.9", "--ssh-jump-known-hosts", jf.knownHosts},
+			"ssh_jump: {host: ops@127.0.0.9, known_hosts: "+jf.knownHosts+"}\n", "--ssh-jump-known-hosts", "ssh_jump.known_hosts", 5, "no key for 127.0.0.9 in it"),
+		bad("ssh jump key loose", "ssh_jump_key", []string{"--ssh-jump", "ops@127.0.0.9:2222", "--ssh-jump-key", jf.looseKey, "--ssh-jump-known-hosts", jf.knownHosts},
+			"ssh_jump: {host: \"ops@127.0.0.9:2222\", key: "+jf.looseKey+", known_hosts: "+jf.knownHosts+"}\n", "--ssh-jump-key", "ssh_jump.key", 5, "has mode 0644: others may read the private key; chmod 600 it"),
+		bad("ssh jump key not a key", "ssh_jump_key", []string{"--ssh-jump", "ops@127.0.0.9:2222", "--ssh-jump-key", jf.notKey, "--ssh-jump-known-hosts", jf.knownHosts},
+			"ssh_jump: {host: \"ops@127.0.0.9:2222\", key: "+jf.notKey+", known_hosts: "+jf.knownHosts+"}\n", "--ssh-jump-key", "ssh_jump.key", 5, "not an OpenSSH or PEM private key"),
+		bad("ssh jump key alone", "ssh_jump_key", []string{"--ssh-jump-key", jf.key}, "ssh_jump: {key: "+jf.key+"}\n", "--ssh-jump-key", "ssh_jump.key", 5, "applies only with"),
 		bad("isolated on openstack", "isolated", []string{"--isolated"}, "local: {isolated: true}\n", "--isolated", "local.isolated", 5, "applies only to"),
 	}
 	cases = append(cases,
@@ -131,7 +157,7 @@ func TestSettingsSameVerdictFromFlagsAndYAML(t *testing.T) {
 		}
 		return out, nil
 	})}
-	for _, tt := range settingCases(script.URL + "/setup.sh") {
+	for _, tt := range settingCases(script.URL+"/setup.sh", writeJumpSettingFiles(t)) {
 		t.Run(tt.name, func(t *testing.T) {
 			if !tt.ok {
 				// The case's flag and key are those config.Settings lists.
@@ -185,4 +211,48 @@ func TestSettingsSameVerdictFromFlagsAndYAML(t *testing.T) {
 			}
 		})
 	}
+}
+
+// jumpSettingFiles are the files the --ssh-jump cases name.
+type jumpSettingFiles struct {
+	key        string // an ed25519 private key, 0600
+	looseKey   string // the same, 0644
+	notKey     string // 0600, not a key
+	knownHosts string // a key for [127.0.0.9]:2222
+}
+
+func writeJumpSettingFiles(t *testing.T) jumpSettingFiles {
+	t.Helper()
+	dir := t.TempDir()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := jumpSettingFiles{key: filepath.Join(dir, "id"), looseKey: filepath.Join(dir, "id-loose"), notKey: filepath.Join(dir, "not-a-key"), knownHosts: filepath.Join(dir, "known_hosts")}
+	for _, w := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{
+		{f.key, pem.EncodeToMemory(block), 0o600},
+		{f.looseKey, pem.EncodeToMemory(block), 0o644},
+		{f.notKey, []byte("not a key\n"), 0o600},
+		{f.knownHosts, []byte("[127.0.0.9]:2222 " + string(ssh.MarshalAuthorizedKey(signer.PublicKey()))), 0o644},
+	} {
+		if err := os.WriteFile(w.path, w.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(w.path, w.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f
 }

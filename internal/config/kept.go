@@ -12,6 +12,8 @@ type KeptBuilder struct {
 	// private key file and a known_hosts file (0600) holding the host key
 	// the build pinned. Addr is "" when SSH never answered.
 	Addr, User, KeyFile, KnownHosts string
+	// Jump is the jump host the build's SSH went through (zero: none).
+	Jump SSHJump
 }
 
 func (k *KeptBuilder) Error() string { return k.Err.Error() }
@@ -21,7 +23,7 @@ func (k *KeptBuilder) Unwrap() error { return k.Err }
 // ("" when SSH never answered) and that remove it.
 func (k *KeptBuilder) Commands() (ssh, remove string) {
 	if k.Addr != "" {
-		ssh = SSHCommand(k.Addr, k.User, k.KeyFile, k.KnownHosts)
+		ssh = SSHCommandVia(k.Jump, k.Addr, k.User, k.KeyFile, k.KnownHosts)
 	}
 	return ssh, SweepServerCommand(k.Cloud, k.Prefix, k.Server)
 }

@@ -154,6 +154,8 @@ type RunSpec struct {
 	// failed build, for debugging (`run --keep-on-failure`). An interrupted
 	// build still removes it; the service never sets it.
 	KeepOnFailure bool
+	// SSHJump is the jump host the builder's SSH goes through; zero: direct.
+	SSHJump SSHJump
 
 	Builder  BuilderKind
 	Output   string // qcow2 path (local builder)
@@ -189,6 +191,7 @@ type RunInput struct {
 	Timeouts                             Timeouts
 	InsecureSkipHostKeyCheck             bool
 	KeepOnFailure                        bool
+	SSHJump                              SSHJump
 	Builder, Output                      string
 	Isolated, DryRun                     bool
 	BaseImageFile, BaseImageSHA256       string   // local builder only
@@ -208,7 +211,7 @@ func NewRunSpec(in RunInput) (RunSpec, error) {
 		RunnerRepo: in.RunnerRepo, RunnerAPIURL: in.RunnerAPIURL,
 		Flavor: in.Flavor, Network: in.Network, Proxy: in.Proxy, HostProxy: in.HostProxy, ScriptURL: in.ScriptURL,
 		UserDataFile: in.UserDataFile, VerifyScriptFile: in.VerifyScriptFile, SkipDefaultChecks: in.SkipDefaultChecks,
-		Timeouts: in.Timeouts, InsecureSkipHostKeyCheck: in.InsecureSkipHostKeyCheck,
+		Timeouts: in.Timeouts, InsecureSkipHostKeyCheck: in.InsecureSkipHostKeyCheck, SSHJump: in.SSHJump,
 		KeepOnFailure: in.KeepOnFailure,
 		Output:        in.Output, Isolated: in.Isolated, DryRun: in.DryRun,
 		BaseImageFile: in.BaseImageFile, BaseImageSHA256: strings.ToLower(strings.TrimSpace(in.BaseImageSHA256)),
@@ -321,6 +324,9 @@ func (s RunSpec) Validate() error {
 		return settingErr("skip_default_checks", "", "needs {user_data} (the built-in recipe is always verified) and {verify_script} (an image is never published unverified)")
 	}
 	if err := s.Timeouts.Validate(); err != nil {
+		return err
+	}
+	if err := ValidateSSHJump(s.SSHJump); err != nil {
 		return err
 	}
 	if _, err := ParseVisibility(string(s.Visibility)); err != nil {

@@ -14,6 +14,14 @@ func TestKeptCommands(t *testing.T) {
 			`ssh -i '/home/o'\''k/key' -o IdentitiesOnly=yes -o UserKnownHostsFile='/k h' -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -p 2222 ubuntu@::1`,
 			"github-runner-image-builder --os-cloud 'my cloud' sweep --prefix '' --server id2"},
 		{KeptBuilder{Cloud: "a", Prefix: "p", Server: "id3"}, "", "github-runner-image-builder --os-cloud a sweep --prefix p --server id3"},
+		{KeptBuilder{Cloud: "a", Prefix: "p", Server: "id4", Addr: "10.0.0.7:22", User: "ubuntu", KeyFile: "/k", KnownHosts: "/kh",
+			Jump: SSHJump{Host: "ops@127.0.0.9:2222", Key: "/jk", KnownHosts: "/jkh"}},
+			`ssh -i /k -o IdentitiesOnly=yes -o UserKnownHostsFile=/kh -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -o ProxyCommand='ssh -i /jk -o IdentitiesOnly=yes -o UserKnownHostsFile=/jkh -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -p 2222 -W %h:%p ops@127.0.0.9' -p 22 ubuntu@10.0.0.7`,
+			"github-runner-image-builder --os-cloud a sweep --prefix p --server id4"},
+		{KeptBuilder{Cloud: "a", Prefix: "p", Server: "id5", Addr: "10.0.0.7:22", User: "ubuntu", KeyFile: "/k", KnownHosts: "/kh",
+			Jump: SSHJump{Host: "ops@bastion", KnownHosts: "/jkh"}},
+			`ssh -i /k -o IdentitiesOnly=yes -o UserKnownHostsFile=/kh -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -o ProxyCommand='ssh -o UserKnownHostsFile=/jkh -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -p 22 -W %h:%p ops@bastion' -p 22 ubuntu@10.0.0.7`,
+			"github-runner-image-builder --os-cloud a sweep --prefix p --server id5"},
 	} {
 		ssh, sweep := c.k.Commands()
 		if ssh != c.ssh || sweep != c.sweep {

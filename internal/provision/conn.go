@@ -184,6 +184,9 @@ func (g *Guest) reconnect(ctx context.Context, cause error) error {
 		if errors.Is(err, ErrHostKeyMismatch) {
 			return errs.Wrap(errs.KindBuild, err, "reconnecting SSH to %s", g.addr)
 		}
+		if jerr := JumpError(err, g.addr); jerr != nil {
+			return jerr
+		}
 		if ctx.Err() == nil {
 			lastErr = err
 		}

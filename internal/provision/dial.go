@@ -28,6 +28,7 @@ type Target struct {
 	Signer   ssh.Signer    // the builder's private key
 	HostKeys HostKeyPolicy // which host keys to accept
 	Logger   *slog.Logger  // nil: discard
+	Jump     *Jump         // the jump host the guest is reached through (jump.go); nil: direct
 	// Secrets are masked (Redact) in everything the Guest passes on from
 	// the guest, whichever command printed it: script and verify output,
 	// check output, log tails, cloud-init's messages. They are not sent.
@@ -104,6 +105,9 @@ func Dial(ctx context.Context, t Target) (*Guest, error) {
 			if errors.Is(err, ErrHostKeyMismatch) {
 				return nil, errs.Wrap(errs.KindBuild, err, "SSH to %s", t.Addr)
 			}
+			if jerr := JumpError(err, t.Addr); jerr != nil {
+				return nil, jerr
+			}
 			if ctx.Err() == nil { // keep the real cause, not the deadline that cut the attempt
 				lastErr = err
 			}
@@ -142,8 +146,7 @@ func dialOnce(ctx context.Context, t Target, keys *acceptedKeys) (*ssh.Client, s
 	}
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(actx, "tcp", t.Addr)
+	conn, err := DialTCP(actx, t.Jump, t.Addr)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -4,7 +4,9 @@
 //   - Dial connects to the guest, retrying until its sshd answers, and checks
 //     the host key against the fingerprints cloud-init printed on the console
 //     (HostKeysFromConsole). Without console fingerprints it fails closed,
-//     unless the caller chose InsecureAcceptAnyHostKey.
+//     unless the caller chose InsecureAcceptAnyHostKey. With a Target.Jump
+//     every connection goes through that jump host (jump.go): its key checked
+//     against known_hosts, a refusal not retried.
 //   - WaitCloudInit polls cloud-init's status (JSON from `cloud-init status
 //     --format json`, or /run/cloud-init/{status,result}.json on older
 //     cloud-init) until it finishes, and tells done, degraded and error apart.

@@ -254,6 +254,11 @@ type fileConfig struct {
 		URL     string               `yaml:"url"`
 		Secrets map[string]SecretRef `yaml:"secrets"`
 	} `yaml:"script"`
+	SSHJump struct {
+		Host       string `yaml:"host"`
+		Key        string `yaml:"key"`
+		KnownHosts string `yaml:"known_hosts"`
+	} `yaml:"ssh_jump"`
 	UserDataFile      string `yaml:"user_data_file"`
 	VerifyScriptFile  string `yaml:"verify_script_file"`
 	SkipDefaultChecks bool   `yaml:"skip_default_checks"`
@@ -453,6 +458,7 @@ func (v *validator) convert(fc *fileConfig) *Config {
 			Proxy: fc.Proxy.Guest, HostProxy: fc.Proxy.Host, ScriptURL: fc.Script.URL,
 			UserDataFile: fc.UserDataFile, VerifyScriptFile: fc.VerifyScriptFile, SkipDefaultChecks: fc.SkipDefaultChecks,
 			InsecureSkipHostKeyCheck: fc.InsecureSkipHostKeyCheck, Isolated: fc.Local.Isolated,
+			SSHJump: config.SSHJump{Host: fc.SSHJump.Host, Key: fc.SSHJump.Key, KnownHosts: fc.SSHJump.KnownHosts},
 		},
 		CloudsFile: fc.CloudsFile, RunnerToken: fc.Runner.Token, ScriptSecrets: fc.Script.Secrets,
 		OutputDir:   fc.Local.OutputDir,
@@ -503,6 +509,8 @@ func (v *validator) convert(fc *fileConfig) *Config {
 	}
 	v.checkPath("user_data_file", c.Build.UserDataFile)
 	v.checkPath("verify_script_file", c.Build.VerifyScriptFile)
+	v.checkPath("ssh_jump.key", c.Build.SSHJump.Key)
+	v.checkPath("ssh_jump.known_hosts", c.Build.SSHJump.KnownHosts)
 	v.timeouts(fc, c)
 	v.retry(fc, c)
 	if c.Parallelism < 0 || c.Parallelism > 64 {
