@@ -34,7 +34,12 @@ got=$(debugfs -R "cat /etc/runner-image/token.sha256" "$WORK/root.ext4" 2>/dev/n
 [ "$got" = "$want" ] ||
 	fail "/etc/runner-image/token.sha256 in $OUT is not the secret's digest: the demo script did not see the secret (or the file is missing)"
 echo "the script saw the secret (its digest matches)"
-if grep -qaF "$SECRET" "$WORK/disk.raw"; then
+# The pattern comes from a file (never argv); NUL bytes become line ends so that grep
+# holds short lines, not gigabytes of an empty disk as one line.
+printf '%s\n' "$SECRET" >"$WORK/pattern"
+# grep reads to the end (no -q): an early exit would kill tr, and pipefail would take
+# that for "not found".
+if tr '\0' '\n' <"$WORK/disk.raw" | grep -aFf "$WORK/pattern" >/dev/null; then
 	fail "the secret is in the image"
 fi
 echo "the secret itself is nowhere on the disk, free blocks included"
