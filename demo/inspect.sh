@@ -25,7 +25,7 @@ trap 'rm -rf "$WORK"' EXIT
 qemu-img convert -O raw "$OUT" "$WORK/disk.raw"
 # The root file system is the first partition; debugfs reads it at its byte offset.
 START=$(sfdisk --json "$WORK/disk.raw" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][0]["start"])')
-dd if="$WORK/disk.raw" of="$WORK/root.ext4" bs=512 skip="$START" status=none conv=sparse
+dd if="$WORK/disk.raw" of="$WORK/root.ext4" bs=4M iflag=skip_bytes skip=$((START * 512)) status=none conv=sparse
 for f in recipe built-at script token.sha256; do
 	printf '/etc/runner-image/%-12s %s\n' "$f" "$(debugfs -R "cat /etc/runner-image/$f" "$WORK/root.ext4" 2>/dev/null)"
 done
