@@ -19,11 +19,11 @@ func TestInventory(t *testing.T) {
 		err               string
 	}{
 		{name: "no snap", table: map[string]answer{
-			"dpkg-query -W -f '" + format + "'": {stdout: "bash\t5.2\n"},
+			"dpkg-query -W -f '" + format + "'":                      {stdout: "bash\t5.2\n"},
 			"if command -v snap >/dev/null 2>&1; then snap list; fi": {},
 		}, wantDpkg: "bash\t5.2\n"},
 		{name: "snaps", table: map[string]answer{
-			"dpkg-query -W -f '" + format + "'": {stdout: "bash\t5.2\n"},
+			"dpkg-query -W -f '" + format + "'":                      {stdout: "bash\t5.2\n"},
 			"if command -v snap >/dev/null 2>&1; then snap list; fi": {stdout: "Name Version Rev\nlxd 5.21 1\n"},
 		}, wantDpkg: "bash\t5.2\n", wantSnp: "Name Version Rev\nlxd 5.21 1\n"},
 		{name: "dpkg-query fails", table: map[string]answer{
