@@ -134,4 +134,3 @@ func (inv *invocation) findManifest(arg string, dirs []string) (string, error) {
 	return "", errs.New(errs.KindNotFound, "manifest %s: no such file, nor a manifest of an image with that ID kept in %s: "+
 		"give a manifest file, or the ID of an image built on this host (--manifests-dir adds a directory)", arg, strings.Join(where, ", "))
 }
-
