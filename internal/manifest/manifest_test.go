@@ -163,3 +163,35 @@ func FuzzParseDpkg(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseSnapList: every line ParseSnapList accepts after the header
+// yields one snap, and nothing else does.
+func FuzzParseSnapList(f *testing.F) {
+	for _, s := range []string{"", "Name Version Rev Tracking Publisher Notes\nlxd 5.21 33110 5.21/stable canonical -\n",
+		"lxd 1 2\n", "Name Version Rev\n\nx 1 2\nx 1 3\n", "Name Version Rev\n a\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, out []byte) {
+		snaps, err := ParseSnapList(out)
+		if err != nil {
+			return
+		}
+		rows := 0
+		for _, line := range strings.Split(string(out), "\n") {
+			if len(strings.Fields(line)) > 0 {
+				rows++
+			}
+		}
+		if rows > 0 {
+			rows-- // the header
+		}
+		if len(snaps) != rows {
+			t.Fatalf("%d snaps from %d rows of %q", len(snaps), rows, out)
+		}
+		for _, s := range snaps {
+			if !isToken(s.Name) || !isToken(s.Version) || !isToken(s.Revision) {
+				t.Fatalf("snap %+v from %q", s, out)
+			}
+		}
+	})
+}
