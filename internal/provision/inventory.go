@@ -27,7 +27,7 @@ func (g *Guest) Inventory(ctx context.Context, dpkgFormat string) (dpkg, snaps [
 		}
 		return nil, nil, errs.Wrap(errs.KindBuild, err, "%s: dpkg-query: %s", what, bytes.TrimSpace(stderr))
 	}
-	snaps, stderr, err = g.output(ctx, "if command -v snap >/dev/null 2>&1; then snap list; fi", nil)
+	snaps, stderr, err = g.output(ctx, snapListCommand, nil)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, ctxError(ctx, what)
@@ -38,6 +38,9 @@ func (g *Guest) Inventory(ctx context.Context, dpkgFormat string) (dpkg, snaps [
 	}
 	return dpkg, snaps, nil
 }
+
+// snapListCommand lists the snaps, or nothing without snap.
+const snapListCommand = "if command -v snap >/dev/null 2>&1; then snap list; fi"
 
 // writeFileCommand writes its stdin to the file $1 as root, mode 0644,
 // making its directory; the file is replaced whole (a rename), never seen

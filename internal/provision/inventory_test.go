@@ -3,6 +3,7 @@ package provision
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,5 +77,27 @@ func TestWriteFile(t *testing.T) {
 	}
 	if err := g.WriteFile(context.Background(), path, data, 0o600); !errs.Is(err, errs.KindInternal) {
 		t.Errorf("mode 0600: %v, want an internal error", err)
+	}
+}
+
+// The shell the manifest's commands run on the guest passes shellcheck.
+// Under CI shellcheck must be installed.
+func TestInventoryShellcheck(t *testing.T) {
+	bin, err := exec.LookPath("shellcheck")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("shellcheck is not installed (apt-get install -y shellcheck)")
+		}
+		t.Skip("shellcheck is not installed")
+	}
+	for name, script := range map[string]string{
+		"write file": writeFileCommand,
+		"snap list":  snapListCommand,
+	} {
+		cmd := exec.Command(bin, "--shell=sh", "--severity=style", "-")
+		cmd.Stdin = strings.NewReader("#!/bin/sh\n" + script + "\n")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s: shellcheck: %v\n%s", name, err, msg)
+		}
 	}
 }
