@@ -123,6 +123,9 @@ type Image struct {
 	SHA256 string // lower-case hex digest of the file
 	Size   int64
 	Source string // the URL or file it came from
+	// Serial is the mirror's serial the image is of ("current" when the
+	// mirror did not say which); "" for a local file.
+	Serial string
 	// Verified is true when the digest was checked against a signed
 	// SHA256SUMS or Spec.SHA256; false only for an unpinned local file.
 	Verified bool
@@ -243,7 +246,7 @@ func (f *Fetcher) fetchMirror(ctx context.Context, s Spec) (Image, error) {
 		return Image{}, fmt.Errorf("creating the base image cache %s: %w", dir, err)
 	}
 	final := filepath.Join(dir, want+"-"+name)
-	img := Image{Path: final, SHA256: want, Source: dirURL + name, Verified: true}
+	img := Image{Path: final, SHA256: want, Source: dirURL + name, Verified: true, Serial: seen}
 
 	if size, ok := f.cached(ctx, final, want); ok {
 		f.log().Info("base image cache hit", "image", name, "path", final, "sha256", want)

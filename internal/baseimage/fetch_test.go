@@ -168,6 +168,7 @@ func TestFetchGood(t *testing.T) {
 		Size:     int64(len(fx.image)),
 		Source:   fx.mirror.srv.URL + testDir + testImageName,
 		Verified: true,
+		Serial:   "current", // no state directory: build-info.txt is not read
 	}
 	if img != want {
 		t.Fatalf("Fetch = %+v, want %+v", img, want)

@@ -2,6 +2,7 @@ package baseimage
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -83,6 +84,10 @@ func TestFetchRefusesRolledBackSerial(t *testing.T) {
 		case st.want != nil:
 			if got, rerr := os.ReadFile(img.Path); rerr != nil || !bytes.Equal(got, st.want) {
 				t.Errorf("%s: fetched %q (%v), want %q", st.name, got, rerr, st.want)
+			}
+			// The image names the serial it is of (the manifest records it).
+			if want := cmp.Or(st.spec.Serial, st.record); img.Serial != want {
+				t.Errorf("%s: image of serial %q, want %q", st.name, img.Serial, want)
 			}
 		}
 		for _, c := range st.contains {

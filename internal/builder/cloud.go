@@ -67,12 +67,15 @@ const (
 	PropBuilderVersion = config.ReservedPropertyPrefix + "builder_version"
 	// PropBaseSHA256 is the SHA-256 of the file a base image was uploaded from.
 	PropBaseSHA256 = config.ReservedPropertyPrefix + "base_sha256"
+	// PropManifestSHA256 is the SHA-256 of the image's manifest file
+	// (manifest.GuestPath in the image, and the copy the host keeps).
+	PropManifestSHA256 = config.ReservedPropertyPrefix + "manifest_sha256"
 )
 
 // builderProperties are the grib_ properties the builder sets itself.
 func builderProperties() []string {
 	return []string{PropPublished, PropBuildID, PropPrefix, PropBase, PropArch, PropRunnerVersion,
-		PropBuildTime, PropBuilderVersion, PropBaseSHA256}
+		PropBuildTime, PropBuilderVersion, PropBaseSHA256, PropManifestSHA256}
 }
 
 // osProperties are the properties consumers read, for an arch and base.

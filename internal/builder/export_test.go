@@ -13,3 +13,9 @@ func WithoutGuest(l *Local) *Local { l.withoutGuest = true; return l }
 // script, verify, clean, power-off): with a base image the test Nova does
 // not boot (no grib_test_guest), a build is the orchestration alone.
 func OpenStackWithoutGuest(o *OpenStack) *OpenStack { o.withoutGuest = true; return o }
+
+// WithGuestAt makes l boot nothing, as WithoutGuest, but run the guest
+// steps (ssh ... power-off) on the SSH server at addr, a
+// testenv.ShellGuest: the whole build path, manifest included, at no
+// guest boot. The build needs --insecure-skip-host-key-check.
+func WithGuestAt(l *Local, addr string) *Local { l.guestAt = addr; return l }

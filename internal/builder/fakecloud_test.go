@@ -33,6 +33,7 @@ type fakeCloud struct {
 	keypairs map[string]string
 	groups   map[string]openstack.SecurityGroup
 	calls    []string
+	created  map[string]map[string]string // image ID -> the properties CreateImage got
 
 	serverFault  string           // servers go ERROR with this fault
 	corruptCopy  bool             // uploads store altered data
@@ -191,6 +192,12 @@ func (f *fakeCloud) CreateImage(_ context.Context, spec openstack.ImageSpec) (*o
 		return nil, err
 	}
 	im := f.store(spec.Name, spec.DiskFormat, spec.Properties, nil)
+	f.mu.Lock()
+	if f.created == nil {
+		f.created = map[string]map[string]string{}
+	}
+	f.created[im.ID] = maps.Clone(spec.Properties)
+	f.mu.Unlock()
 	c := *im
 	return &c, nil
 }

@@ -4,7 +4,7 @@ package builder
 // need a real guest ("ssh", "cloud-init", "script"), through both proxies:
 // the HTTP faultproxy in front of the test OpenStack (every API call) and a
 // faultproxy.TCP between the builder and the guest's sshd (the sshVia seam).
-// The verify, clean, power-off and stop cells ride on TestGuestFaultRetried's
+// The verify, manifest, clean, power-off and stop cells ride on TestGuestFaultRetried's
 // build (see there). Guest boots: TestGuestFaultRetried 1, TestGuestFaultScriptConnectionLost 1,
 // TestGuestFaultScriptInterrupted 1.
 // Run with
@@ -350,9 +350,9 @@ func (c *faultTally) get(k string) int {
 // At "ssh", the console reads that vouch for the host key get 500, 503, a
 // reset, 401 and a cut answer on successive calls. At "cloud-init", while
 // cloud-init still runs, the SSH connection is reset; the redialled one is
-// stalled for 5 s and then cut after 100 bytes to the builder. As "verify"
-// and "clean" start, the connection is reset: each redials once and does
-// its work. As "power-off" starts it is reset again: the builder's key is
+// stalled for 5 s and then cut after 100 bytes to the builder. As "verify",
+// "manifest" and "clean" start, the connection is reset: each redials once
+// and does its work. As "power-off" starts it is reset again: the builder's key is
 // gone by then, so no redial can log in, and the guest is stopped from
 // outside by "stop" (Nova's os-stop), whose first call gets a 503. The
 // build must publish, every fault must have fired, the script must have
@@ -391,7 +391,7 @@ func TestGuestFaultRetried(t *testing.T) {
 	// "cloud-init": faults on the SSH connection, driven by what the build
 	// logs: the first status saying cloud-init runs resets the connection;
 	// the first reconnect stalls the new one and arms a cut on it.
-	// "verify", "clean", "power-off": the connection is reset as each starts
+	// "verify", "manifest", "clean", "power-off": the connection is reset as each starts
 	// (the step-started record is logged before the step runs). Lost
 	// connections and reconnects are tallied by the step they happen in.
 	var fired faultTally
@@ -400,7 +400,7 @@ func TestGuestFaultRetried(t *testing.T) {
 	step.Store("")
 	in := func(what string) string {
 		switch st := step.Load().(string); st {
-		case "verify", "clean", "power-off":
+		case "verify", "manifest", "clean", "power-off":
 			return what + " in " + st
 		}
 		return what
@@ -411,7 +411,7 @@ func TestGuestFaultRetried(t *testing.T) {
 			fired.add("step "+attrs["step"], 1)
 			step.Store(attrs["step"])
 			switch attrs["step"] {
-			case "verify", "clean", "power-off":
+			case "verify", "manifest", "clean", "power-off":
 				fired.add("reset at "+attrs["step"], e.ssh.proxy().ResetAll())
 			}
 		case strings.HasPrefix(msg, "could not tell the guest to power off over SSH"):
@@ -457,7 +457,7 @@ func TestGuestFaultRetried(t *testing.T) {
 	if fired.get("lost") != 2 || fired.get("reconnected") != 2 {
 		t.Errorf("%d lost connections and %d reconnects logged before verify, want 2 and 2 (the reset and the cut)", fired.get("lost"), fired.get("reconnected"))
 	}
-	for _, st := range []string{"verify", "clean", "power-off"} {
+	for _, st := range []string{"verify", "manifest", "clean", "power-off"} {
 		if fired.get("reset at "+st) < 1 {
 			t.Errorf("no SSH connection was open to reset as %q started: the cell proves nothing", st)
 		}
@@ -479,6 +479,9 @@ func TestGuestFaultRetried(t *testing.T) {
 	im, err := e.images.GetImage(ctx, imgs[0].ID)
 	if err != nil || im.Name != e.spec.ImageName || im.Status != "active" {
 		t.Errorf("published image %s: %+v, %v", imgs[0].ID, im, err)
+	} else if im.Properties[PropManifestSHA256] != imgs[0].ManifestSHA256 || imgs[0].ManifestSHA256 == "" {
+		t.Errorf("published image %s: %s %q, the build's %q: the manifest did not survive the reset", imgs[0].ID,
+			PropManifestSHA256, im.Properties[PropManifestSHA256], imgs[0].ManifestSHA256)
 	}
 	if _, err := e.images.GetImage(ctx, foreign); err != nil {
 		t.Errorf("the operator's image %s of the same name is gone: %v", foreign, err)

@@ -18,6 +18,10 @@ package builder
 //	              root, secrets on the session's stdin only
 //	"verify"      Checks (ChecksFor builds them from a RunSpec); a failure is
 //	              errs.KindVerify (exit 7): publish nothing
+//	"manifest"    only when Manifest is set: list the guest's packages
+//	              (dpkg-query) and snaps (snap list, when there is snap),
+//	              write the image's manifest to manifest.GuestPath (root,
+//	              0644) and hand its bytes to KeepManifest
 //	"clean"       reset cloud-init, remove the builder's key and temp files
 //	"power-off"   shut the guest down (the caller then waits for it to stop)
 //
@@ -42,6 +46,7 @@ import (
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/manifest"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
 )
@@ -53,6 +58,7 @@ const DefaultGuestUser = "ubuntu"
 const (
 	guestCleanTimeout    = 5 * time.Minute
 	guestPowerOffTimeout = 2 * time.Minute
+	guestManifestTimeout = 5 * time.Minute
 	tailTimeout          = 30 * time.Second
 	tailLines            = 30
 	cloudInitOutputLog   = "/var/log/cloud-init-output.log"
@@ -77,6 +83,12 @@ type GuestConfig struct {
 	Script  []byte                   // the user's script (FetchScript); nil: no "script" step
 	Secrets map[string]config.Secret // the script's environment, never logged
 	Checks  provision.Checks         // what "verify" runs (ChecksFor)
+	// Manifest, when set, adds the "manifest" step: it returns the build's
+	// part of the manifest (called when the step runs), which the step
+	// completes with the guest's packages and snaps. KeepManifest receives
+	// the file's bytes once the guest holds them.
+	Manifest     func() manifest.Manifest
+	KeepManifest func(data []byte)
 
 	Timeouts config.Timeouts // SSH, CloudInit and Script bound their steps
 	Log      *slog.Logger    // nil: discard
@@ -148,6 +160,7 @@ func GuestSteps(cfg GuestConfig) []Step {
 // from base.
 func guestSteps(base GuestConfig, late func(GuestConfig) GuestConfig, sess *GuestSession) []Step {
 	hasScript := len(base.Script) > 0
+	hasManifest := base.Manifest != nil
 	log := base.logger()
 	get := func() GuestConfig {
 		if late == nil {
@@ -277,7 +290,30 @@ func guestSteps(base GuestConfig, late func(GuestConfig) GuestConfig, sess *Gues
 				log.Info("image verified", "checks", len(checks.List), "verify_script", len(checks.Script) > 0)
 				return nil
 			},
-		},
+		})
+	if hasManifest {
+		steps = append(steps, Step{
+			Name: "manifest", Timeout: guestManifestTimeout,
+			Run: func(ctx context.Context) error {
+				cfg := get()
+				g, err := needGuest()
+				if err != nil {
+					return err
+				}
+				data, m, err := writeManifest(ctx, g, cfg.Manifest())
+				if err != nil {
+					return fail(ctx, cfg, err)
+				}
+				if cfg.KeepManifest != nil {
+					cfg.KeepManifest(data)
+				}
+				log.Info("manifest written", "path", manifest.GuestPath, "packages", len(m.Packages), "snaps", len(m.Snaps),
+					"sha256", manifest.SHA256(data))
+				return nil
+			},
+		})
+	}
+	steps = append(steps,
 		Step{
 			Name: "clean", Timeout: guestCleanTimeout,
 			Run: func(ctx context.Context) error {
@@ -312,6 +348,42 @@ func guestSteps(base GuestConfig, late func(GuestConfig) GuestConfig, sess *Gues
 		},
 	)
 	return steps
+}
+
+// writeManifest completes m with the guest's packages and snaps, writes it
+// into the guest and returns the file's bytes.
+func writeManifest(ctx context.Context, g *provision.Guest, m manifest.Manifest) ([]byte, manifest.Manifest, error) {
+	dpkg, snaps, err := g.Inventory(ctx, manifest.DpkgQueryFormat)
+	if err != nil {
+		return nil, m, err
+	}
+	if m.Packages, err = manifest.ParseDpkg(dpkg); err != nil {
+		return nil, m, errs.Wrap(errs.KindBuild, err, "the guest's package list")
+	}
+	if m.Snaps, err = manifest.ParseSnapList(snaps); err != nil {
+		return nil, m, errs.Wrap(errs.KindBuild, err, "the guest's snap list")
+	}
+	data, err := m.Marshal()
+	if err != nil {
+		return nil, m, errs.Wrap(errs.KindInternal, err, "")
+	}
+	if err := g.WriteFile(ctx, manifest.GuestPath, data, 0o644); err != nil {
+		return nil, m, err
+	}
+	return data, m, nil
+}
+
+// newManifest is a build's part of its image's manifest: everything but
+// what the guest holds.
+func newManifest(job Job, info buildInfo, base manifest.BaseImage) manifest.Manifest {
+	return manifest.Manifest{
+		Schema: manifest.Schema, BuildID: info.ID, ImageName: job.Spec.ImageName,
+		Base: string(job.Spec.Base), Arch: string(job.Spec.Arch),
+		BuiltAt: info.Time.UTC().Format(time.RFC3339), BuilderVersion: info.BuilderVersion,
+		BaseImage:    base,
+		RecipeSHA256: manifest.SHA256(job.UserData),
+		Runner:       manifest.Runner{Version: job.Runner.Version, SHA256: job.Runner.SHA256},
+	}
 }
 
 func hostKeyPolicy(cfg GuestConfig) (provision.HostKeyPolicy, error) {

@@ -13,9 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/atomicfile"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/baseimage"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/manifest"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/qemu"
@@ -62,6 +64,10 @@ type Local struct {
 	// withoutGuest (tests) boots nothing: the base image file is exported
 	// as the built image, so the publishing path runs without a guest.
 	withoutGuest bool
+	// guestAt (tests) boots nothing either, but runs the guest steps on the
+	// SSH server at this address (a testenv.ShellGuest) before the base
+	// image file is exported as the built image.
+	guestAt string
 }
 
 // Local builder defaults and bounds of steps without a flag.
@@ -120,6 +126,8 @@ type localBuild struct {
 
 	sess *GuestSession   // the guest steps' SSH session
 	done context.Context // the build's context: a kept VM waits for it (KeepOnFailure)
+	// manifestPlaced: the manifest is beside output (ManifestBeside)
+	manifestPlaced bool
 }
 
 // Build builds the job's image locally and writes it to Spec.Output; with
@@ -151,7 +159,8 @@ func (l *Local) Build(ctx context.Context, log *slog.Logger, job Job) ([]config.
 	b.log = log.With("build_id", b.info.ID)
 	b.prog = newProgress(l.Progress, l.ticker, o.now)
 	b.pub = &publication{connect: connect, log: b.log, spec: spec, info: b.info, observe: job.Observe,
-		format: openstack.Image{DiskFormat: "qcow2", ContainerFormat: "bare"}}
+		format:   openstack.Image{DiskFormat: "qcow2", ContainerFormat: "bare"},
+		stateDir: func() (string, error) { return config.StateDir(o.getenv(), spec.Prefix) }}
 	b.log.Info("local build", "image", spec.ImageName, "output", out, "upload_clouds", spec.UploadClouds, "isolated", spec.Isolated)
 	r := &Runner{Log: b.log, CleanupTimeout: l.CleanupTimeout, Observe: Observers(b.prog.observe, job.Observe)}
 	imgs, err := b.pub.result(ctx, r.Run(ctx, b.steps()))
@@ -179,7 +188,15 @@ func (b *localBuild) steps() []Step {
 	guest := jobGuestConfig(b.job, b.log, b.l.Output)
 	guest.Address = func(context.Context) (string, error) { return b.vm.SSHAddr(), nil }
 	guest.Console = func(ctx context.Context) (string, error) { return b.vm.ConsoleOutput(ctx) }
-	if !b.l.withoutGuest {
+	guest.Manifest = func() manifest.Manifest {
+		return newManifest(b.job, b.info, manifest.BaseImage{Serial: b.base.Serial, SHA256: b.base.SHA256})
+	}
+	guest.KeepManifest = func(data []byte) { b.pub.manifest = data }
+	if b.l.guestAt != "" {
+		guest.Address = func(context.Context) (string, error) { return b.l.guestAt, nil }
+		guest.Console = func(context.Context) (string, error) { return "", nil }
+		steps = append(steps, guestSteps(guest, b.withKey, &GuestSession{})...)
+	} else if !b.l.withoutGuest {
 		steps = append(steps, Step{Name: "vm", Timeout: spec.Timeouts.Boot, TimeoutFlag: "--boot-timeout", Run: b.startVM, Cleanup: b.closeVM})
 		steps = append(steps, guestSteps(guest, b.withKey, b.sess)...)
 		steps = append(steps, Step{Name: "shutdown", Timeout: shutdownTimeout, Run: b.waitShutdown})
@@ -385,7 +402,7 @@ func (b *localBuild) waitShutdown(ctx context.Context) error {
 // export writes the flattened, compressed disk beside --output (renamed
 // into place by the "output" step) and frees the VM's overlay.
 func (b *localBuild) export(ctx context.Context) error {
-	if b.vm == nil { // withoutGuest
+	if b.vm == nil { // withoutGuest, guestAt
 		return copyFile(ctx, b.base.Path, b.partial)
 	}
 	ph := b.prog.current()
@@ -429,8 +446,18 @@ func (b *localBuild) upload(ctx context.Context) error {
 	return b.pub.copyAll(ctx, res, func(context.Context) io.ReadSeeker { return m.reader(io.NewSectionReader(f, 0, d.Size)) }, nil)
 }
 
-// place renames the export to --output.
+// ManifestBeside is where a local build keeps the image's manifest: beside
+// the image file output, as output.manifest.json.
+func ManifestBeside(output string) string { return output + ".manifest.json" }
+
+// place renames the export to --output, the manifest beside it first.
 func (b *localBuild) place(context.Context) error {
+	if b.pub.manifest != nil {
+		if err := atomicfile.Write(ManifestBeside(b.output), b.pub.manifest, 0o644); err != nil {
+			return errs.Wrap(errs.KindBuild, err, "writing the manifest beside %s", b.spec.Output)
+		}
+		b.manifestPlaced = true
+	}
 	if err := os.Rename(b.partial, b.output); err != nil {
 		return errs.Wrap(errs.KindBuild, err, "writing %s", b.spec.Output)
 	}
@@ -445,7 +472,15 @@ func (b *localBuild) place(context.Context) error {
 // unplace removes --output again when a later step (publish) failed: a
 // failed build leaves no file there.
 func (b *localBuild) unplace(_ context.Context, failed bool) error {
-	if !failed || !b.placed {
+	if !failed {
+		return nil
+	}
+	if b.manifestPlaced {
+		if err := os.Remove(ManifestBeside(b.output)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	if !b.placed {
 		return nil
 	}
 	if err := os.Remove(b.output); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -23,6 +23,8 @@ import (
 
 	. "github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/cli"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/manifest"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/qemu"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
@@ -118,12 +120,13 @@ test -f /var/lib/grib-e2e/recipe-marker
 		"--base-image-file", testImage, "--user-data", recipe,
 		"--skip-default-checks", "--verify-script", verify,
 		"--script-url", srv.URL+"/build.sh", "--output", out, "--upload-clouds", testenv.UploadCloud,
+		"--runner-version", e2eRunnerVersion, "--runner-sha256", e2eRunnerSHA256,
 		"--ssh-timeout", "20m", "--cloud-init-timeout", "20m", "--script-timeout", "10m")
 	if code != 0 {
 		t.Fatalf("exit code %d\nstderr:\n%s\nconsole of the guest: see the error above", code, stderr)
 	}
 	assertNoQemu(t, rec.all())
-	assertOnly(t, outDir, "image.qcow2")
+	assertOnly(t, outDir, "image.qcow2", "image.qcow2.manifest.json")
 	id, ok := strings.CutPrefix(stdout, cli.LocalFileHeader+out+"\n"+cli.SuccessHeader)
 	if !ok || id == "" || strings.Contains(id, ",") {
 		t.Fatalf("stdout %q: want the image file, the success header and one image ID", stdout)
@@ -170,7 +173,40 @@ test -f /var/lib/grib-e2e/recipe-marker
 			t.Errorf("cloud-init state %s is in the image:\n%s", p, got)
 		}
 	}
+	// The image's manifest: in the image (root's, 0644), byte for byte the
+	// host's copies beside --output and kept by image ID; it names the
+	// runner and the guest's packages (dpkg; no snap in the Debian guest).
+	beside, err := os.ReadFile(ManifestBeside(out))
+	if err != nil {
+		t.Fatalf("no manifest beside %s: %v", out, err)
+	}
+	if got := debugfs(t, fs, "cat "+manifest.GuestPath); !strings.HasPrefix(got, string(beside)) {
+		t.Errorf("%s in the image is not the host's copy:\n%s\nhost:\n%s", manifest.GuestPath, got, beside)
+	}
+	if got := debugfs(t, fs, "stat "+manifest.GuestPath); !strings.Contains(got, "Mode:  0644") || !strings.Contains(got, "User:     0") {
+		t.Errorf("%s: want root's, mode 0644:\n%s", manifest.GuestPath, got)
+	}
+	m, err := manifest.Parse(beside)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hasBash := false
+	for _, p := range m.Packages {
+		hasBash = hasBash || p.Name == "bash"
+	}
+	if m.Runner.Version != e2eRunnerVersion || m.Runner.SHA256 != e2eRunnerSHA256 || !hasBash || len(m.Snaps) != 0 ||
+		m.BaseImage.SHA256 == "" || m.RecipeSHA256 == "" || m.ImageName != imageName {
+		t.Errorf("manifest: runner %+v, %d packages (bash: %v), %d snaps, base %+v, recipe %q, image %q",
+			m.Runner, len(m.Packages), hasBash, len(m.Snaps), m.BaseImage, m.RecipeSHA256, m.ImageName)
+	}
+	state, _ := config.StateDir(env.getenv, prefix)
+	if kept, err := os.ReadFile(config.ManifestFile(config.ManifestsDir(state), id)); err != nil || !bytes.Equal(kept, beside) {
+		t.Errorf("the manifest kept for image %s is not the one beside the output: %v", id, err)
+	}
 	for _, needle := range forms {
+		if bytes.Contains(beside, []byte(needle)) {
+			t.Errorf("the manifest holds the secret (as %q)", needle)
+		}
 		if fileContains(t, raw, []byte(needle)) {
 			t.Errorf("the image's disk holds the secret (as %q)", needle)
 		}
@@ -197,10 +233,20 @@ test -f /var/lib/grib-e2e/recipe-marker
 			t.Errorf("property %s = %q, want %q", k, got, v)
 		}
 	}
+	if got := fmt.Sprint(im.Properties[PropManifestSHA256]); got != manifest.SHA256(beside) {
+		t.Errorf("property %s = %q, want the manifest's %s", PropManifestSHA256, got, manifest.SHA256(beside))
+	}
 	if fmt.Sprint(im.Properties[PropBuildID]) == "" || im.Properties[PropBuildTime] == nil {
 		t.Errorf("build ID or time missing: %v", im.Properties)
 	}
 }
+
+// The runner release the end-to-end build records (its --user-data
+// installs none; the pin is recorded in the manifest).
+const (
+	e2eRunnerVersion = "2.330.0"
+	e2eRunnerSHA256  = "af5c33fa94f3cc33b8e97937939136a6b04197e6dadfcfb3b6e33ae1bf41e79a"
+)
 
 // writeFileIn writes content to dir/name (0600).
 func writeFileIn(t *testing.T, dir, name, content string) string {

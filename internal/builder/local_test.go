@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -167,6 +168,46 @@ func TestBytesIEC(t *testing.T) {
 	} {
 		if got := bytesIEC(n); got != want {
 			t.Errorf("bytesIEC(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+// The "output" step puts the manifest beside --output before the image;
+// when a later step fails, its cleanup removes both: a failed build leaves
+// nothing at --output.
+func TestOutputStepPlacesTheManifest(t *testing.T) {
+	for _, failed := range []bool{false, true} {
+		dir := t.TempDir()
+		out := filepath.Join(dir, "img.qcow2")
+		partial := filepath.Join(dir, ".img.qcow2.grib-b1")
+		if err := os.WriteFile(partial, []byte("image"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		b := &localBuild{output: out, partial: partial, pub: &publication{manifest: []byte("{\"schema\": 1}\n")}}
+		if err := b.place(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(ManifestBeside(out))
+		if err != nil || string(data) != "{\"schema\": 1}\n" {
+			t.Fatalf("beside %s: %q, %v", out, data, err)
+		}
+		if fi, _ := os.Stat(ManifestBeside(out)); fi.Mode().Perm() != 0o644 {
+			t.Errorf("mode %v, want 0644", fi.Mode().Perm())
+		}
+		if err := b.unplace(context.Background(), failed); err != nil {
+			t.Fatal(err)
+		}
+		entries, _ := os.ReadDir(dir)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		want := []string{"img.qcow2", "img.qcow2.manifest.json"}
+		if failed {
+			want = nil
+		}
+		if !slices.Equal(names, want) {
+			t.Errorf("failed=%v: %s holds %q, want %q", failed, dir, names, want)
 		}
 	}
 }

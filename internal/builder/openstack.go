@@ -14,6 +14,7 @@ import (
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/manifest"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
@@ -162,7 +163,8 @@ func (o *OpenStack) newBuild(log *slog.Logger, job Job, connect Connector) *osBu
 	b := &osBuild{o: o, spec: spec, job: job, open: connect, sess: &GuestSession{}, interrupted: func() bool { return false }}
 	b.info = newBuildInfo(spec, job.Runner, o.now(), o.Version)
 	b.log = log.With("build_id", b.info.ID)
-	b.pub = &publication{connect: connect, log: b.log, spec: spec, info: b.info, observe: job.Observe}
+	b.pub = &publication{connect: connect, log: b.log, spec: spec, info: b.info, observe: job.Observe,
+		stateDir: func() (string, error) { return config.StateDir(o.getenv(), spec.Prefix) }}
 	if b.prog = newProgress(o.Progress, nil, o.now); b.prog != nil {
 		b.prog.name = spec.ImageName
 	}
@@ -194,6 +196,10 @@ func (b *osBuild) steps() []Step {
 
 	guest := jobGuestConfig(b.job, b.log, b.o.Output)
 	guest.Address, guest.Console = b.sshAddress, b.console
+	guest.Manifest = func() manifest.Manifest {
+		return newManifest(b.job, b.info, manifest.BaseImage{SHA256: b.baseImage.Properties[PropBaseSHA256], ID: b.baseImage.ID})
+	}
+	guest.KeepManifest = func(data []byte) { b.pub.manifest = data }
 	if !b.o.withoutGuest {
 		steps = append(steps, guestSteps(guest, b.withKey, b.sess)...)
 	}
@@ -533,7 +539,7 @@ func (b *osBuild) stopServer(ctx context.Context) error {
 }
 
 func (b *osBuild) createSnapshot(ctx context.Context) error {
-	props := b.info.imageProperties(false)
+	props := b.pub.imageProperties(false)
 	id, err := createAdopting(ctx, b.log, "snapshot "+b.spec.ImageName,
 		func(ctx context.Context) (string, error) {
 			return b.cloud.CreateSnapshot(ctx, b.serverID, b.spec.ImageName, props)

@@ -42,6 +42,7 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/cli"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/manifest"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
@@ -427,6 +428,33 @@ sync
 	}
 	if !strings.Contains(resA.stderr, "the script sees the secret [REDACTED]") {
 		t.Error("the script's output is not in the log, redacted")
+	}
+
+	// The image's manifest: in the copy's disk, byte for byte the one the
+	// host kept for the snapshot and for each copy, whose SHA-256 all three
+	// carry (the copies got it through the copy code). A and B boot the
+	// same base image with the same recipe: manifest diff finds no change.
+	inImage := readFromImage(t, ctx, raw, manifest.GuestPath)
+	sum := manifest.SHA256([]byte(inImage))
+	stateA, err := config.StateDir(e.getenv, pA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, im := range []*images.Image{snapA, copyB, copyC} {
+		kept, err := os.ReadFile(config.ManifestFile(config.ManifestsDir(stateA), im.ID))
+		if err != nil || string(kept) != inImage {
+			t.Errorf("image %s: the manifest kept on the host (%v) is not the image's:\n%s", im.ID, err, kept)
+		}
+		if got := prop(im, builder.PropManifestSHA256); got != sum {
+			t.Errorf("image %s: %s = %q, want %s", im.ID, builder.PropManifestSHA256, got, sum)
+		}
+	}
+	if m, err := manifest.Parse([]byte(inImage)); err != nil || m.BuildID != prop(snapA, builder.PropBuildID) ||
+		len(m.Packages) == 0 || m.BaseImage.SHA256 == "" || m.BaseImage.ID == "" || m.ImageName != nameA {
+		t.Errorf("manifest in the image: %+v, %v", m, err)
+	}
+	if code, out, errOut := e.cli(ctx, e.environ(), "manifest", "diff", idsA[0], idsB[0]); code != 0 || out != "" {
+		t.Errorf("manifest diff of two builds of the same recipe: exit %d, stdout %q, want no change\n%s", code, out, errOut)
 	}
 	watcher.mu.Lock()
 	if !watcher.seen || watcher.console == "" || !strings.Contains(watcher.userData, "grib-recipe-ran") {

@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/manifest"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
 )
@@ -64,10 +66,10 @@ func TestOpenStackStepsInOrder(t *testing.T) {
 		want []string
 	}{
 		{"no script", nil, []string{"connect", "lock", "prepare", "keypair", "security group", "flavor and network", "base image",
-			"server", "ssh", "cloud-init", "verify", "clean", "power-off", "stop", "snapshot", "copy", "publish", "prune"}},
+			"server", "ssh", "cloud-init", "verify", "manifest", "clean", "power-off", "stop", "snapshot", "copy", "keep manifest", "publish", "prune"}},
 		{"script", func(s *config.RunSpec) { s.ScriptURL = "http://127.0.0.1:1/s.sh" }, []string{"connect", "lock", "prepare", "keypair",
-			"security group", "flavor and network", "base image", "server", "ssh", "cloud-init", "script", "verify", "clean",
-			"power-off", "stop", "snapshot", "copy", "publish", "prune"}},
+			"security group", "flavor and network", "base image", "server", "ssh", "cloud-init", "script", "verify", "manifest", "clean",
+			"power-off", "stop", "snapshot", "copy", "keep manifest", "publish", "prune"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -404,5 +406,50 @@ func TestCloudStepErrorsHaveAKind(t *testing.T) {
 				t.Errorf("servers left: %v", build.servers)
 			}
 		})
+	}
+}
+
+// The manifest's SHA-256 travels to every image: the build cloud's and
+// each copy, created and published with it; the host keeps one
+// byte-identical copy per image ID, removed again when the build fails.
+func TestManifestTravelsWithTheCopies(t *testing.T) {
+	b, clouds := publishFixture(t, "east", "build", "west")
+	ctx := context.Background()
+	state := t.TempDir()
+	b.pub.stateDir = func() (string, error) { return state, nil }
+	b.pub.manifest = []byte("{\"schema\": 1}\n")
+	want := manifest.SHA256(b.pub.manifest)
+	for _, step := range []func(context.Context) error{b.copy, b.pub.keepManifests, b.pub.publish} {
+		if err := step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(b.pub.published) != 3 {
+		t.Fatalf("published %v", b.pub.published)
+	}
+	for _, p := range b.pub.published {
+		c := clouds[p.Cloud]
+		created := c.created[p.ID] // the properties the copy was created with
+		im, err := c.GetImage(ctx, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if im.Properties[PropManifestSHA256] != want || p.ManifestSHA256 != want {
+			t.Errorf("%s: image %s has %s %q (result %q), want %s", p.Cloud, p.ID, PropManifestSHA256,
+				im.Properties[PropManifestSHA256], p.ManifestSHA256, want)
+		}
+		if p.Cloud != "build" && created[PropManifestSHA256] != want {
+			t.Errorf("%s: copy %s created without the manifest's SHA-256: %v", p.Cloud, p.ID, created)
+		}
+		kept, err := os.ReadFile(config.ManifestFile(config.ManifestsDir(state), p.ID))
+		if err != nil || !bytes.Equal(kept, b.pub.manifest) {
+			t.Errorf("%s: kept manifest of %s: %q, %v", p.Cloud, p.ID, kept, err)
+		}
+	}
+	if err := b.pub.forgetManifests(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(config.ManifestsDir(state)); len(left) != 0 {
+		t.Errorf("a failed build's manifests stay: %v", left)
 	}
 }

@@ -9,10 +9,13 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/atomicfile"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/clock"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/manifest"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 )
 
@@ -47,6 +50,9 @@ func (r *copyResult) setWant(d Digests) {
 	r.mu.Unlock()
 }
 
+// keepManifestTimeout bounds writing the kept manifests (local files).
+const keepManifestTimeout = time.Minute
+
 // publication is one build's publishing state.
 type publication struct {
 	connect Connector
@@ -63,6 +69,84 @@ type publication struct {
 	copies    *copyResult
 	published []config.PublishedImage
 	pruneErr  error // pruning failed after publishing: a partial success
+
+	// manifest is the image's manifest file, as the guest holds it (nil:
+	// none was collected); its SHA-256 goes on every image and copy.
+	manifest []byte
+	// stateDir is the prefix's state directory, where the manifests of
+	// published images are kept by image ID.
+	stateDir func() (string, error)
+	kept     []string // manifest files the "keep manifest" step wrote
+}
+
+// imageProperties are the properties of this build's images and copies:
+// the build's, and the manifest's SHA-256 once the guest wrote it.
+func (p *publication) imageProperties(published bool) map[string]string {
+	props := p.info.imageProperties(published)
+	if p.manifest != nil {
+		props[PropManifestSHA256] = manifest.SHA256(p.manifest)
+	}
+	return props
+}
+
+// manifestSHA256 is the manifest's SHA-256, "" without one.
+func (p *publication) manifestSHA256() string {
+	if p.manifest == nil {
+		return ""
+	}
+	return manifest.SHA256(p.manifest)
+}
+
+// keepManifests keeps a byte-identical copy of the manifest for every image
+// of the build (the build cloud's and the copies), by image ID, in the
+// prefix's state directory, where `manifest diff` finds it. Its cleanup
+// removes them when the build failed.
+func (p *publication) keepManifests(context.Context) error {
+	if p.manifest == nil || p.stateDir == nil {
+		return nil
+	}
+	state, err := p.stateDir()
+	if err != nil {
+		return err
+	}
+	dir := config.ManifestsDir(state)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("keeping the manifest: %w", err)
+	}
+	imgs := p.images()
+	for _, name := range p.order() {
+		c, ok := imgs[name]
+		if !ok {
+			continue
+		}
+		path := config.ManifestFile(dir, c.image.ID)
+		if path == "" {
+			return errs.New(errs.KindInternal, "image ID %q of cloud %s cannot name a file", c.image.ID, name)
+		}
+		if err := atomicfile.Write(path, p.manifest, 0o644); err != nil {
+			return fmt.Errorf("keeping the manifest: %w", err)
+		}
+		p.kept = append(p.kept, path)
+		p.observe.Emit(Event{Kind: Made, What: Left{Kind: "file", Name: path}})
+	}
+	p.log.Info("manifest kept", "dir", dir, "images", len(p.kept))
+	return nil
+}
+
+// forgetManifests removes the kept manifests of a failed build; a
+// published build's stay.
+func (p *publication) forgetManifests(_ context.Context, failed bool) error {
+	var errsList []error
+	for _, path := range p.kept {
+		if failed {
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errsList = append(errsList, err)
+				continue
+			}
+		}
+		p.observe.Emit(Event{Kind: Removed, What: Left{Kind: "file", Name: path}}) // removed, or published: meant to stay
+	}
+	return errors.Join(errsList...)
 }
 
 // imageLeft is an image of this build not yet published.
@@ -213,7 +297,7 @@ func (p *publication) copyTo(ctx context.Context, name string, res *copyResult, 
 func (p *publication) createCopy(ctx context.Context, c Cloud, res *copyResult) (string, error) {
 	spec := openstack.ImageSpec{
 		Name: p.spec.ImageName, DiskFormat: p.format.DiskFormat, ContainerFormat: p.format.ContainerFormat,
-		Properties: p.info.imageProperties(false),
+		Properties: p.imageProperties(false),
 	}
 	id, err := createAdopting(ctx, p.log, "image "+p.spec.ImageName+" in cloud "+c.Name(),
 		func(ctx context.Context) (string, error) {
@@ -299,7 +383,7 @@ func (p *publication) images() map[string]publishedCopy {
 // publish describes every image (properties, published marker, visibility)
 // in one update each, and records the result in PublishClouds order.
 func (p *publication) publish(ctx context.Context) error {
-	props := p.info.imageProperties(true)
+	props := p.imageProperties(true)
 	imgs := p.images()
 	for _, name := range p.order() {
 		c, ok := imgs[name]
@@ -315,7 +399,8 @@ func (p *publication) publish(ctx context.Context) error {
 	p.published = nil
 	for _, name := range p.spec.PublishClouds() {
 		c := imgs[name]
-		p.published = append(p.published, config.PublishedImage{Cloud: name, ID: c.image.ID, Name: c.image.Name, Checksum: c.image.Checksum})
+		p.published = append(p.published, config.PublishedImage{Cloud: name, ID: c.image.ID, Name: c.image.Name, Checksum: c.image.Checksum,
+			ManifestSHA256: p.manifestSHA256(), Manifest: p.manifest})
 	}
 	return nil
 }
@@ -346,11 +431,13 @@ func (p *publication) prune(ctx context.Context) error {
 
 // publishSteps are the shared steps after the builder made its image:
 // copy (named copyName, running copyRun), then the builder's own steps
-// before (the local builder's output file), publish and prune. Nothing
+// before (the local builder's output file), keeping the manifest by image
+// ID, publish and prune. Nothing
 // after publish can fail the build, so nothing published is undone.
 func (p *publication) publishSteps(copyName string, copyRun func(context.Context) error, before ...Step) []Step {
 	steps := []Step{{Name: copyName, Timeout: p.spec.Timeouts.Copy, TimeoutFlag: "--copy-timeout", Run: copyRun, Cleanup: p.cleanupCopies}}
 	steps = append(steps, before...)
+	steps = append(steps, Step{Name: "keep manifest", Timeout: keepManifestTimeout, Run: p.keepManifests, Cleanup: p.forgetManifests})
 	return append(steps,
 		Step{Name: "publish", Timeout: publishTimeout, Run: p.publish},
 		Step{Name: "prune", Timeout: pruneTimeout, Run: p.prune},

@@ -157,7 +157,7 @@ Exit codes: ` + exitCodeSummary(),
 			return inv.setupLogging()
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return errs.Usage("give a command: init, run, latest-build-id, sweep, setup, build, latest or serve (see --help)")
+			return errs.Usage("give a command: init, run, latest-build-id, sweep, setup, build, latest, serve or manifest (see --help)")
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
@@ -171,6 +171,7 @@ Exit codes: ` + exitCodeSummary(),
 
 	root.AddCommand(inv.initCommand(), inv.runCommand(), inv.latestCommand(), inv.sweepCommand())
 	root.AddCommand(inv.setupCommand(), inv.buildCommand(), inv.latestImagesCommand(), inv.serveCommand())
+	root.AddCommand(inv.manifestCommand())
 	return root
 }
 

@@ -23,7 +23,7 @@ var layers = [][]string{
 	{"internal/service"},
 	{"internal/build"},
 	{"internal/builder"},
-	{"internal/baseimage", "internal/openstack", "internal/provision", "internal/qemu", "internal/recipe",
+	{"internal/baseimage", "internal/manifest", "internal/openstack", "internal/provision", "internal/qemu", "internal/recipe",
 		"internal/release", "internal/statedir", "internal/service/install"},
 	{"internal/config"},
 	{"internal/errs", "internal/clock", "internal/atomicfile"},

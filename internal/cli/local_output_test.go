@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/manifest"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 )
 
@@ -95,5 +98,36 @@ func TestRunPrintsTheKeptBuilder(t *testing.T) {
 		"Error: verification failed: no\n"
 	if r.code != 7 || r.stdout != "" || !strings.HasSuffix(r.stderr, want) {
 		t.Errorf("exit %d, stdout %q, stderr:\n%s\nwant the suffix:\n%s", r.code, r.stdout, r.stderr, want)
+	}
+}
+
+// `--format json` carries the manifest's SHA-256: the images', or that of
+// the file a local build wrote beside --output.
+func TestWriteRunResultManifest(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "img.qcow2")
+	data := []byte("{\"schema\": 1}\n")
+	if err := os.WriteFile(builder.ManifestBeside(out), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := manifest.SHA256(data)
+	withSum := []config.PublishedImage{{Cloud: "east", ID: "id-e", Name: "img", ManifestSHA256: "abc", Manifest: data}}
+	for _, tt := range []struct {
+		name   string
+		output string
+		clouds []string
+		imgs   []config.PublishedImage
+		want   string
+	}{
+		{"local, beside the output", out, nil, nil, "{\n  \"output\": \"" + out + "\",\n  \"manifest_sha256\": \"" + sum + "\",\n  \"images\": []\n}\n"},
+		{"images", "", []string{"east"}, withSum, "{\n  \"manifest_sha256\": \"abc\",\n  \"images\": [\n    {\n      \"cloud\": \"east\",\n      \"id\": \"id-e\",\n" +
+			"      \"name\": \"img\",\n      \"checksum\": \"\",\n      \"manifest_sha256\": \"abc\"\n    }\n  ]\n}\n"},
+		{"none", filepath.Join(filepath.Dir(out), "other.qcow2"), nil, nil, "{\n  \"output\": \"" + filepath.Join(filepath.Dir(out), "other.qcow2") + "\",\n  \"images\": []\n}\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := WriteRunResult(&b, FormatJSON, tt.clouds, tt.imgs, tt.output); err != nil || b.String() != tt.want {
+				t.Fatalf("got %q, %v; want %q", b.String(), err, tt.want)
+			}
+		})
 	}
 }

@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/manifest"
 )
 
 // SuccessHeader starts `run`'s final stdout, as the Python tool prints it;
@@ -29,7 +32,7 @@ const LocalFileHeader = "Image file: "
 // "Image file: <output>", and with no images (nothing uploaded) output
 // itself follows the header: the last word is always the result, which
 // is what the charm's parser reads. JSON is
-// {"output"?, "images":[{"cloud","id","name","checksum"}...]}.
+// {"output"?, "manifest_sha256"?, "images":[{"cloud","id","name","checksum","manifest_sha256"?}...]}.
 func WriteRunResult(w io.Writer, f Format, clouds []string, imgs []config.PublishedImage, output string) error {
 	ordered, err := orderImages(clouds, imgs)
 	if err != nil {
@@ -38,9 +41,10 @@ func WriteRunResult(w io.Writer, f Format, clouds []string, imgs []config.Publis
 	switch f {
 	case FormatJSON:
 		return writeJSON(w, struct {
-			Output string                  `json:"output,omitempty"`
-			Images []config.PublishedImage `json:"images"`
-		}{output, ordered})
+			Output         string                  `json:"output,omitempty"`
+			ManifestSHA256 string                  `json:"manifest_sha256,omitempty"`
+			Images         []config.PublishedImage `json:"images"`
+		}{output, runManifestSHA256(ordered, output), ordered})
 	case FormatText:
 		ids := make([]string, len(ordered))
 		for i, img := range ordered {
@@ -59,6 +63,25 @@ func WriteRunResult(w io.Writer, f Format, clouds []string, imgs []config.Publis
 	default:
 		return errs.New(errs.KindInternal, "unknown output format %q", f)
 	}
+}
+
+// runManifestSHA256 is the SHA-256 of the build's manifest: the images'
+// (all the same), else that of the file a local build wrote beside output;
+// "" when the build collected none.
+func runManifestSHA256(imgs []config.PublishedImage, output string) string {
+	for _, img := range imgs {
+		if img.ManifestSHA256 != "" {
+			return img.ManifestSHA256
+		}
+	}
+	if output == "" {
+		return ""
+	}
+	data, err := os.ReadFile(builder.ManifestBeside(output))
+	if err != nil {
+		return ""
+	}
+	return manifest.SHA256(data)
 }
 
 func orderImages(clouds []string, imgs []config.PublishedImage) ([]config.PublishedImage, error) {

@@ -714,4 +714,8 @@ type PublishedImage struct {
 	ID       string `json:"id"`
 	Name     string `json:"name"`
 	Checksum string `json:"checksum"`
+	// ManifestSHA256 is the SHA-256 of the image's manifest file, "" when
+	// the build collected none; Manifest is the file.
+	ManifestSHA256 string `json:"manifest_sha256,omitempty"`
+	Manifest       []byte `json:"-"`
 }

@@ -244,6 +244,25 @@ func StateDir(getenv func(string) string, prefix string) (string, error) {
 	return filepath.Join(base, prefix), nil
 }
 
+// StateRoot is the directory holding every prefix's StateDir.
+func StateRoot(getenv func(string) string) (string, error) {
+	return xdgDir(getenv, "XDG_STATE_HOME", filepath.Join(".local", "state"))
+}
+
+// ManifestsDir is where a prefix's state directory keeps the manifests of
+// the images its builds published, one <image ID>.json each.
+func ManifestsDir(stateDir string) string { return filepath.Join(stateDir, "manifests") }
+
+// ManifestFile is the file of image id's manifest in dir (ManifestsDir, or
+// the service's directory beside its latest file); "" when id cannot be a
+// file name.
+func ManifestFile(dir, id string) string {
+	if id == "" || id == "." || id == ".." || strings.ContainsAny(id, "/\\\x00") {
+		return ""
+	}
+	return filepath.Join(dir, id+".json")
+}
+
 func xdgDir(getenv func(string) string, xdgVar, homeRel string) (string, error) {
 	if d := getenv(xdgVar); d != "" && filepath.IsAbs(d) {
 		return filepath.Join(d, AppName), nil

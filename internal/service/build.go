@@ -19,6 +19,7 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/service/install"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
 )
 
@@ -208,6 +209,9 @@ func (s *Service) Build(ctx context.Context, opts BuildOptions) (*Report, error)
 	if err := s.recordResults(bg, store, results); err != nil {
 		rep.Warnings = append(rep.Warnings, err.Error())
 		log.Error("recording the build results", "error", err)
+	}
+	if w := s.keepManifests(opts, results); w != "" {
+		rep.Warnings = append(rep.Warnings, w)
 	}
 	var latestErr, cbErr error
 	if !interrupted {
@@ -478,6 +482,60 @@ func (s *Service) recordResults(ctx context.Context, store stateStore, results [
 			st.LastSuccess = now
 		}
 	})
+}
+
+// keepManifests keeps the manifest of every image built, one file per
+// image revision (<image ID>.json, the build's bytes) in the manifests
+// directory beside the latest file, for `manifest diff --manifests-dir`.
+// Without a latest file, or for a build that collected none, it does
+// nothing; a failure is a warning (the images are good).
+func (s *Service) keepManifests(opts BuildOptions, results []CellResult) string {
+	path := cmpOr(opts.LatestFile, s.Config.LatestFile)
+	if path == "" {
+		return ""
+	}
+	dir := LatestManifestsDir(path)
+	var failed []error
+	kept := 0
+	for _, r := range results {
+		if r.Err != nil {
+			continue
+		}
+		for _, im := range r.Images {
+			if im.Manifest == nil {
+				continue
+			}
+			file := config.ManifestFile(dir, im.ID)
+			if file == "" {
+				failed = append(failed, fmt.Errorf("image ID %q cannot name a file", im.ID))
+				continue
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				failed = append(failed, err)
+				break
+			}
+			if err := install.WriteAtomic(file, im.Manifest, 0o644); err != nil {
+				failed = append(failed, err)
+				continue
+			}
+			kept++
+		}
+	}
+	if kept > 0 {
+		s.log().Info("manifests kept", "dir", dir, "images", kept)
+	}
+	if len(failed) > 0 {
+		err := errors.Join(failed...)
+		s.log().Error("keeping the images' manifests beside the latest file", "error", err)
+		return "keeping the images' manifests in " + dir + ": " + err.Error()
+	}
+	return ""
+}
+
+// LatestManifestsDir is where the builder host keeps its images'
+// manifests: the directory "manifests" beside the latest file.
+func LatestManifestsDir(latestFile string) string {
+	return config.ManifestsDir(filepath.Dir(latestFile))
 }
 
 // writeLatest writes the latest file (if any) from a fresh look-up, so it

@@ -19,6 +19,7 @@ import (
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/manifest"
 )
 
 func callbackConfig(t *testing.T, dir string, extra string) *Config {
@@ -85,6 +86,20 @@ func TestBuildTwoCellsHandsImagesOnce(t *testing.T) {
 	c2 := doc.Clouds["c2"]
 	if c2.ID != ids[1] || c2.Tags != "x64,jammy" || len(c2.Images) != 2 || c2.Images[1].ID != ids[3] || c2.Images[1].Tags != "x64,noble" {
 		t.Errorf("latest file %s", data)
+	}
+	// Each image's manifest: its SHA-256 in the latest file, its bytes kept
+	// beside it, one file per image revision.
+	for _, c := range rep.Cells {
+		want := fakeManifest(c.ImageName)
+		for _, im := range c.Images {
+			kept, err := os.ReadFile(filepath.Join(LatestManifestsDir(filepath.Join(dir, "latest.json")), im.ID+".json"))
+			if err != nil || string(kept) != string(want) {
+				t.Errorf("manifest kept for %s: %q, %v; want %q", im.ID, kept, err, want)
+			}
+		}
+	}
+	if got := c2.Images[1].ManifestSHA256; got != manifest.SHA256(fakeManifest("grib-noble-x64")) {
+		t.Errorf("latest file: manifest_sha256 %q of %s", got, c2.Images[1].ID)
 	}
 
 	// Both images are now the ones handed to consumers: protected next time.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/build"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/manifest"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 )
@@ -109,11 +110,18 @@ func (b *fakeBuilder) Run(ctx context.Context, _ *slog.Logger, spec config.RunSp
 		b.seq++
 		id := fmt.Sprintf("%s-%s-%d", cloud, spec.ImageName, b.seq)
 		b.mu.Unlock()
+		data := fakeManifest(spec.ImageName)
 		b.catalog.add(cloud, openstack.Image{ID: id, Name: spec.ImageName, CreatedAt: b.now(),
-			Properties: map[string]string{RunnerVersionProperty: b.version}})
-		res.Images = append(res.Images, config.PublishedImage{Cloud: cloud, ID: id, Name: spec.ImageName})
+			Properties: map[string]string{RunnerVersionProperty: b.version, ManifestSHA256Property: manifest.SHA256(data)}})
+		res.Images = append(res.Images, config.PublishedImage{Cloud: cloud, ID: id, Name: spec.ImageName,
+			ManifestSHA256: manifest.SHA256(data), Manifest: data})
 	}
 	return res, nil
+}
+
+// fakeManifest is the manifest fakeBuilder's images of name hold.
+func fakeManifest(name string) []byte {
+	return []byte(fmt.Sprintf("{\"schema\": 1, \"image_name\": %q}\n", name))
 }
 
 func (b *fakeBuilder) specs() []config.RunSpec {

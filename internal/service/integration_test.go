@@ -23,6 +23,8 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/builder"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/cli"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/manifest"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/service"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
 
@@ -176,8 +178,9 @@ schedule: {base_image_refresh: 0s}
 			ID     string `json:"id"`
 			Tags   string `json:"tags"`
 			Images []struct {
-				ID, Tags      string
-				RunnerVersion string `json:"runner_version"`
+				ID, Tags       string
+				RunnerVersion  string `json:"runner_version"`
+				ManifestSHA256 string `json:"manifest_sha256"`
 			} `json:"images"`
 		} `json:"clouds"`
 	}
@@ -194,6 +197,12 @@ schedule: {base_image_refresh: 0s}
 			if im.RunnerVersion != "2.330.0" {
 				t.Errorf("%s: image %s has runner version %q", what, im.ID, im.RunnerVersion)
 			}
+			// Each revision's manifest is kept beside the latest file; its
+			// SHA-256 (the image's Glance property) is in the document.
+			kept, err := os.ReadFile(filepath.Join(service.LatestManifestsDir(latestFile), im.ID+".json"))
+			if err != nil || im.ManifestSHA256 == "" || manifest.SHA256(kept) != im.ManifestSHA256 {
+				t.Errorf("%s: image %s has manifest_sha256 %q; the manifest kept beside the latest file: %v", what, im.ID, im.ManifestSHA256, err)
+			}
 		}
 		if len(doc.Clouds) != 1 || c.ID != built[0] || c.Tags != "x64,jammy" || !slices.Equal(ids, built) {
 			t.Errorf("%s: %s, want the images %q", what, data, built)
@@ -209,6 +218,12 @@ schedule: {base_image_refresh: 0s}
 		t.Fatalf("latest: exit %d", code)
 	}
 	check("latest --format json", []byte(stdout))
+
+	// Two cells of one recipe on the same base image file: the same software.
+	code, stdout, stderr = run("manifest", "diff", "--manifests-dir", service.LatestManifestsDir(latestFile), built[0], built[1])
+	if code != 0 || stdout != "" {
+		t.Errorf("manifest diff %s %s: exit %d, stdout %q, want no change: %s", built[0], built[1], code, stdout, stderr)
+	}
 
 	// keep_revisions 1, but the handed image stays: the callback failed.
 	im, err := images.Get(ctx, cb.Image, handed).Extract()

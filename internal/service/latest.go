@@ -27,13 +27,18 @@ type Catalog interface {
 // runner version they installed (internal/builder sets it).
 const RunnerVersionProperty = "grib_runner_version"
 
+// ManifestSHA256Property is the image property holding the SHA-256 of the
+// image's manifest (internal/builder sets it).
+const ManifestSHA256Property = "grib_manifest_sha256"
+
 // LatestImage is the newest active image of one cell in one cloud.
 type LatestImage struct {
 	Cell
-	Cloud         string    `json:"cloud"`
-	ID            string    `json:"id"`
-	Created       time.Time `json:"created_at"`
-	RunnerVersion string    `json:"runner_version,omitempty"`
+	Cloud          string    `json:"cloud"`
+	ID             string    `json:"id"`
+	Created        time.Time `json:"created_at"`
+	RunnerVersion  string    `json:"runner_version,omitempty"`
+	ManifestSHA256 string    `json:"manifest_sha256,omitempty"`
 }
 
 // Latest finds the newest active image of every cell in every publish
@@ -69,7 +74,7 @@ func (s *Service) Latest(ctx context.Context) ([]LatestImage, error) {
 				}
 				if im, ok := newestActive(ims, cell.ImageName); ok {
 					found[key{i, j}] = LatestImage{Cell: cell, Cloud: cloud, ID: im.ID, Created: im.CreatedAt,
-						RunnerVersion: im.Properties[RunnerVersionProperty]}
+						RunnerVersion: im.Properties[RunnerVersionProperty], ManifestSHA256: im.Properties[ManifestSHA256Property]}
 				}
 			})
 		}
@@ -115,6 +120,9 @@ type RelationImage struct {
 	Arch          string    `json:"arch"`
 	Created       time.Time `json:"created_at"`
 	RunnerVersion string    `json:"runner_version,omitempty"`
+	// ManifestSHA256 is the SHA-256 of the image's manifest
+	// (/etc/runner-image/manifest.json), "" for an image built without one.
+	ManifestSHA256 string `json:"manifest_sha256,omitempty"`
 }
 
 // RelationCloud is what the charm writes in one cloud's relation data: id
@@ -137,7 +145,7 @@ func NewLatestDocument(images []LatestImage) LatestDocument {
 	for _, im := range images {
 		rc := doc.Clouds[im.Cloud]
 		ri := RelationImage{ID: im.ID, Tags: im.Tags(), Name: im.ImageName, Base: string(im.Base), Arch: string(im.Arch),
-			Created: im.Created.UTC(), RunnerVersion: im.RunnerVersion}
+			Created: im.Created.UTC(), RunnerVersion: im.RunnerVersion, ManifestSHA256: im.ManifestSHA256}
 		if len(rc.Images) == 0 {
 			rc.ID, rc.Tags = ri.ID, ri.Tags
 		}

@@ -23,10 +23,17 @@ import (
 // booted guest, for tests that run the real guest steps without booting
 // one: it runs each command with /bin/sh in its sandbox directory Dir (the
 // test process plays root: "sudo -n " is dropped), with Dir/run standing
-// in for /run, Dir/cloud-init-output.log for /var/log/cloud-init-output.log
-// and a cloud-init on PATH that reports "done". Its console is the file
-// Dir/console, which a test's script may write to. It accepts any client
-// key; check its HostKey (or skip the check). It stops at the test's end.
+// in for /run, Dir/cloud-init-output.log for /var/log/cloud-init-output.log,
+// Dir/etc/runner-image for /etc/runner-image (the image's manifest),
+// Dir/machine-id for /etc/machine-id, Dir/root-authorized_keys for root's
+// authorized_keys, and a cloud-init on PATH that reports "done" (and does
+// nothing else). A dpkg-query on PATH prints the file Dir/dpkg-query.out,
+// which a test may write (none: no package). A command that would power
+// off (systemctl poweroff, shutdown) is never run: the guest records it in
+// Dir/powered-off and drops the connection, as a guest shutting down does.
+// Its console is the file Dir/console, which a test's script may write to.
+// It accepts any client key; check its HostKey (or skip the check). It
+// stops at the test's end.
 type ShellGuest struct {
 	Addr    string
 	Dir     string
@@ -44,6 +51,10 @@ func StartShellGuest(t testing.TB) *ShellGuest {
 	}
 	fake := "#!/bin/sh\necho '{\"status\": \"done\", \"extended_status\": \"done\", \"errors\": []}'\n"
 	if err := os.WriteFile(filepath.Join(dir, "bin", "cloud-init"), []byte(fake), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dpkg := "#!/bin/sh\ncat " + filepath.Join(dir, "dpkg-query.out") + " 2>/dev/null || :\n"
+	if err := os.WriteFile(filepath.Join(dir, "bin", "dpkg-query"), []byte(dpkg), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -131,6 +142,9 @@ func (g *ShellGuest) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 		}
 		_ = req.Reply(true, nil)
 		code := g.run(p.Cmd, ch)
+		if code < 0 {
+			return // closed without an exit status
+		}
 		_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(code)}))
 		return
 	}
@@ -140,10 +154,18 @@ func (g *ShellGuest) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 func (g *ShellGuest) run(cmdline string, ch ssh.Channel) int {
 	run := filepath.Join(g.Dir, "run")
 	cmdline = strings.TrimPrefix(cmdline, "sudo -n ")
+	if strings.Contains(cmdline, "poweroff") || strings.Contains(cmdline, "shutdown") || strings.Contains(cmdline, "reboot") {
+		// Never on the host: this process may well be root.
+		_ = os.WriteFile(filepath.Join(g.Dir, "powered-off"), []byte(cmdline+"\n"), 0o600)
+		return -1 // no exit status: the connection dropped
+	}
 	cmdline = strings.NewReplacer(
 		"'/run'", "'"+run+"'",
 		"'/run/", "'"+run+"/",
 		"/var/log/cloud-init-output.log", filepath.Join(g.Dir, "cloud-init-output.log"),
+		"/etc/runner-image/", filepath.Join(g.Dir, "etc", "runner-image")+"/",
+		"/etc/machine-id", filepath.Join(g.Dir, "machine-id"),
+		"'/root/.ssh/authorized_keys'", "'"+filepath.Join(g.Dir, "root-authorized_keys")+"'",
 	).Replace(cmdline)
 	cmd := exec.Command("/bin/sh", "-c", cmdline)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
