@@ -2,10 +2,18 @@ package builder
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
@@ -75,4 +83,45 @@ func TestKeepOnFailureOnlyOnFailure(t *testing.T) {
 			t.Errorf("keep %v: err %v, servers %v: want the server removed", keep, err, build.servers)
 		}
 	}
+}
+
+// A kept local VM: the ssh command with the pinned host key in a 0600
+// known_hosts file of the VM's directory, and a wait that only the build's
+// end (Ctrl-C) finishes.
+func TestHoldForDebugging(t *testing.T) {
+	dir := t.TempDir()
+	pub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostKey, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	lines := make(chan string, 4)
+	say := func(format string, args ...any) { lines <- fmt.Sprintf(format, args...) }
+	returned := make(chan struct{})
+	go func() {
+		holdForDebugging(ctx, say, dir, "/state/id_ed25519", &guestEndpoint{addr: "127.0.0.1:2222", user: "ubuntu", hostKey: hostKey})
+		close(returned)
+	}()
+	first, second := <-lines, <-lines
+	kh := filepath.Join(dir, "known_hosts")
+	want := "  Reach it:  " + config.SSHCommand("127.0.0.1:2222", "ubuntu", "/state/id_ed25519", kh)
+	if !strings.Contains(first, "left running for debugging") || second != want {
+		t.Errorf("said %q, %q; want the ssh line %q", first, second, want)
+	}
+	fi, err := os.Stat(kh)
+	data, _ := os.ReadFile(kh)
+	if err != nil || fi.Mode().Perm() != 0o600 || !strings.HasPrefix(string(data), "[127.0.0.1]:2222 "+hostKey.Type()+" ") {
+		t.Errorf("known_hosts %v %v: %q", err, fi.Mode(), data)
+	}
+	select {
+	case <-returned:
+		t.Fatal("returned before the build's context ended")
+	case <-time.After(100 * time.Millisecond):
+	}
+	cancel()
+	<-returned
 }
