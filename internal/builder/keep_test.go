@@ -103,7 +103,7 @@ func TestHoldForDebugging(t *testing.T) {
 	say := func(format string, args ...any) { lines <- fmt.Sprintf(format, args...) }
 	returned := make(chan struct{})
 	go func() {
-		holdForDebugging(ctx, say, dir, "/state/id_ed25519", &guestEndpoint{addr: "127.0.0.1:2222", user: "ubuntu", hostKey: hostKey})
+		holdForDebugging(ctx, say, dir, "/state/id_ed25519", config.SSHJump{}, &guestEndpoint{addr: "127.0.0.1:2222", user: "ubuntu", hostKey: hostKey})
 		close(returned)
 	}()
 	first, second := <-lines, <-lines

@@ -348,19 +348,19 @@ func (b *localBuild) holdVM() {
 		}
 		b.log.Warn(fmt.Sprintf(format, args...))
 	}
-	holdForDebugging(b.done, say, b.vm.Dir(), b.key.Path, b.sess.endpoint())
+	holdForDebugging(b.done, say, b.vm.Dir(), b.key.Path, b.spec.SSHJump, b.sess.endpoint())
 }
 
 // holdForDebugging says how to reach a kept local VM (its SSH endpoint e,
 // nil when SSH never answered, with the private key keyFile; the pinned
-// host key goes to a known_hosts file in the VM's directory dir) and
-// waits until done ends.
-func holdForDebugging(done context.Context, say func(string, ...any), dir, keyFile string, e *guestEndpoint) {
+// host key goes to a known_hosts file in the VM's directory dir; through
+// jump when set) and waits until done ends.
+func holdForDebugging(done context.Context, say func(string, ...any), dir, keyFile string, jump config.SSHJump, e *guestEndpoint) {
 	say("The build failed; its VM is left running for debugging (--keep-on-failure). Ctrl-C removes it.")
 	if e != nil {
 		path := filepath.Join(dir, "known_hosts")
 		if err := writeKnownHosts(path, e.addr, e.hostKey); err == nil {
-			say("  Reach it:  %s", config.SSHCommand(e.addr, e.user, keyFile, path))
+			say("  Reach it:  %s", config.SSHCommandVia(jump, e.addr, e.user, keyFile, path))
 		}
 	} else {
 		say("  SSH never answered; its console is in %s", dir)
