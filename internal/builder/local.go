@@ -17,6 +17,7 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/provision"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/qemu"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/statedir"
 )
@@ -109,12 +110,14 @@ type localBuild struct {
 	prog *progress
 	pub  *publication // upload, publish, prune
 
-	output  string       // absolute --output
-	partial string       // the export, renamed to output at the end
-	key     statedir.Key // read by "prepare"
-	base    baseimage.Image
-	vm      *qemu.VM
-	placed  bool // the image is at output
+	output   string       // absolute --output
+	partial  string       // the export, renamed to output at the end
+	key      statedir.Key // read by "prepare"
+	hostKey  provision.BuildHostKey
+	userData []byte // the job's, with hostKey: made by "prepare"
+	base     baseimage.Image
+	vm       *qemu.VM
+	placed   bool // the image is at output
 }
 
 // Build builds the job's image locally and writes it to Spec.Output; with
@@ -189,9 +192,10 @@ func (b *localBuild) steps() []Step {
 	return append(steps, b.pub.publishSteps("upload", b.upload, output)...)
 }
 
-// withKey completes the guest configuration with the key "prepare" read.
+// withKey completes the guest configuration with the keys "prepare" made.
 func (b *localBuild) withKey(c GuestConfig) GuestConfig {
 	c.Signer = b.key.Signer
+	c.HostKey = b.hostKey.PublicKey()
 	return c
 }
 
@@ -231,7 +235,10 @@ func (b *localBuild) prepare(ctx context.Context) error {
 	_ = probe.Close()
 	_ = os.Remove(probe.Name())
 
-	b.key, err = prefixKey(ctx, b.l.openstack().getenv(), b.spec.Prefix)
+	if b.key, err = prefixKey(ctx, b.l.openstack().getenv(), b.spec.Prefix); err != nil {
+		return err
+	}
+	b.hostKey, b.userData, err = guestHostKey(b.l.openstack().hostKeys, b.job.UserData, b.log)
 	return err
 }
 
@@ -274,7 +281,7 @@ func (b *localBuild) startVM(ctx context.Context) error {
 		BaseImage: b.base.Path, Arch: b.spec.Arch,
 		MemoryMiB: orDefault(l.MemoryMiB, localDefaultMemoryMiB), CPUs: orDefault(l.CPUs, localDefaultCPUs),
 		DiskSize: int64(orDefault(int(l.DiskSize), localDefaultDiskSize)),
-		UserData: b.job.UserData, AuthorizedKeys: []string{b.key.AuthorizedKey},
+		UserData: b.userData, AuthorizedKeys: []string{b.key.AuthorizedKey},
 		Isolated: b.spec.Isolated, Accel: accel, TempDir: filepath.Dir(b.output),
 		QEMU: l.QEMU, QEMUImg: l.QEMUImg, Getenv: l.openstack().getenv(), Log: b.log,
 	})

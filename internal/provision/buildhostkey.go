@@ -78,3 +78,7 @@ func (k BuildHostKey) GoString() string { return k.String() }
 
 // LogValue logs the fingerprint only.
 func (k BuildHostKey) LogValue() slog.Value { return slog.StringValue(k.Fingerprint()) }
+
+// HostKey is the host key the guest presented at the first dial (the one
+// every redial must present too).
+func (g *Guest) HostKey() ssh.PublicKey { return g.hostKey }
