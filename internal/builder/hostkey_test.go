@@ -214,3 +214,23 @@ func mustEd25519(t *testing.T) ed25519.PrivateKey {
 	}
 	return priv
 }
+
+// A --user-data that fits alone but not with the host key part is refused
+// before any server exists, naming the flag (exit 2).
+func TestOpenStackUserDataTooLargeWithTheHostKey(t *testing.T) {
+	build := newFakeCloud("build")
+	storeBase(build, "p")
+	o := testOpenStack(t, build)
+	o.withoutGuest = true
+	big := append([]byte("#!/bin/sh\n"), bytes.Repeat([]byte("#"), 49000)...)
+	_, err := o.Build(context.Background(), nil, testJob(t, testSpec(t, nil), big))
+	if errs.ExitCode(err) != 2 || !strings.Contains(err.Error(), "shorten --user-data") {
+		t.Fatalf("err = %v, want exit 2 saying to shorten --user-data", err)
+	}
+	if len(build.userData) != 0 {
+		t.Errorf("a server was created")
+	}
+	if _, err := o.Build(context.Background(), nil, testJob(t, testSpec(t, nil), big[:47000])); err != nil {
+		t.Errorf("47000 bytes of user-data: %v", err)
+	}
+}

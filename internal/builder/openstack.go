@@ -232,8 +232,14 @@ func (b *osBuild) prepare(ctx context.Context) error {
 	if b.key, err = prefixKey(ctx, b.o.getenv(), b.spec.Prefix); err != nil {
 		return err
 	}
-	b.hostKey, b.userData, err = guestHostKey(b.o.hostKeys, b.job.UserData, b.log)
-	return err
+	if b.hostKey, b.userData, err = guestHostKey(b.o.hostKeys, b.job.UserData, b.log); err != nil {
+		return err
+	}
+	if !openstack.UserDataFits(b.userData) {
+		return errs.Usage("the user-data is %d bytes with the build's SSH host key part (%d without); Nova takes at most %d bytes "+
+			"before base64: shorten --user-data", len(b.userData), len(b.job.UserData), 65535/4*3)
+	}
+	return nil
 }
 
 func (b *osBuild) ensureKeypair(ctx context.Context) error {
