@@ -21,7 +21,8 @@ package builder
 //	"clean"       reset cloud-init, remove the builder's key and temp files
 //	"power-off"   shut the guest down (the caller then waits for it to stop)
 //
-// A failure of any of them carries the redacted tail of the console and of
+// A failure of any of them carries the redacted tail of the console (or a
+// note, where the cloud forbids reading it) and of
 // /var/log/cloud-init-output.log (see GuestFailure).
 
 import (
