@@ -29,6 +29,10 @@ done`
 
 const rootAuthorizedKeys = "/root/.ssh/authorized_keys"
 
+// discardCommand discards the file systems' free blocks; a disk without
+// discard support is not an error.
+const discardCommand = "/bin/sh -c 'fstrim --all >/dev/null 2>&1 || true'"
+
 // removeHostKeysCommand removes the guest's SSH host keys (the build's
 // generated key, which the user-data carried) and cloud-init's per-instance
 // files (its copies of that user-data), overwriting each first so the
@@ -64,6 +68,10 @@ func (g *Guest) Clean(ctx context.Context) error {
 			return g.sudoRun(ctx, "/bin/sh -c "+shellQuote(removeHostKeysCommand)+" grib-clean-host-keys")
 		}},
 		{"resetting cloud-init", g.cleanCloudInit},
+		// The files removed (the host key, cloud-init's copies of the
+		// user-data) leave their old contents in free blocks: discard them
+		// where the disk lets the guest (qemu's discard=unmap). Best effort.
+		{"discarding free blocks", func(ctx context.Context) error { return g.sudoRun(ctx, discardCommand) }},
 		{"syncing disks", func(ctx context.Context) error { return g.sudoRun(ctx, "sync") }},
 	}
 	for _, s := range steps {

@@ -50,8 +50,8 @@ func TestClean(t *testing.T) {
 		help string
 		want []string // commands after the help, in order
 	}{
-		{"current cloud-init", cleanHelp24, []string{"sudo -n cloud-init clean --logs --seed --machine-id --configs all", "sudo -n sync"}},
-		{"old cloud-init", cleanHelp20, []string{"sudo -n cloud-init clean --logs --seed", "sudo -n truncate -s 0 /etc/machine-id", "sudo -n sync"}},
+		{"current cloud-init", cleanHelp24, []string{"sudo -n cloud-init clean --logs --seed --machine-id --configs all", "sudo -n " + discardCommand, "sudo -n sync"}},
+		{"old cloud-init", cleanHelp20, []string{"sudo -n cloud-init clean --logs --seed", "sudo -n truncate -s 0 /etc/machine-id", "sudo -n " + discardCommand, "sudo -n sync"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
