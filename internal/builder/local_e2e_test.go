@@ -194,8 +194,11 @@ test -f /var/lib/grib-e2e/recipe-marker
 		}
 	}
 	for _, line := range privLines {
-		if fileContains(t, raw, []byte(line)) {
-			t.Error("the image's disk holds a line of the private host key (free blocks included)")
+		if at := fileIndex(t, raw, []byte(line)); at >= 0 {
+			part := firstPartitionOffset(t, raw)
+			block := (at - part) / 4096
+			t.Errorf("the image's disk holds a line of the private host key at byte %d (file system block %d: %s)",
+				at, block, strings.TrimSpace(debugfs(t, fs, fmt.Sprintf("icheck %d", block))))
 		}
 	}
 	if got := debugfs(t, fs, "ls -l /etc/ssh"); !strings.Contains(got, "sshd_config") || strings.Contains(got, "ssh_host_") {
@@ -303,6 +306,17 @@ func fileContains(t *testing.T, path string, needle []byte) bool {
 		}
 		carry = copy(buf, buf[carry+n-len(needle):carry+n])
 	}
+}
+
+// fileIndex is the offset of needle's first occurrence in the file at
+// path, or -1.
+func fileIndex(t *testing.T, path string, needle []byte) int64 {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(bytes.Index(data, needle))
 }
 
 func fileMD5(t *testing.T, path string) string {
