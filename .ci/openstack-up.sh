@@ -14,7 +14,7 @@
 #   GRIB_GUEST_SLOTS     guests running at once under qemu                 [1]
 #   GRIB_GUEST_ACCEL     auto|kvm|tcg for guests (auto probes KVM)         [auto]
 #
-# Writes $DIR/clouds.yaml (clouds it-admin, it-a, it-b, it-c; 0600) and $DIR/env (source it).
+# Writes $DIR/clouds.yaml (clouds it-admin, it-a, it-b, it-c, it-d; 0600) and $DIR/env (source it).
 # The test driver appends one line per guest boot to $DIR/guest-boots.log (format in
 # .ci/harness/grib_qemu_virt.py); `wc -l` before and after a test run counts its boots.
 # Passwords are random, made once, kept in $DIR/secrets.env (0600); never on a command line.
@@ -100,18 +100,20 @@ install_packages() {
 # Random passwords, made once. The file is sourced; values are [A-Za-z0-9] only.
 load_secrets() {
   local f=$DIR/secrets.env
-  if [ ! -s "$f" ]; then
-    (
-      umask 077
-      for v in GRIB_ADMIN_PW GRIB_SVC_PW GRIB_DB_PW GRIB_IT_PW_A GRIB_IT_PW_B GRIB_IT_PW_C; do
-        printf '%s=%s\n' "$v" "$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24)"
-      done >"$f"
-    )
-  fi
+  # Each missing one is added, so a stack made before a project was added
+  # (it-d) keeps its other passwords.
+  (
+    umask 077
+    touch "$f"
+    for v in GRIB_ADMIN_PW GRIB_SVC_PW GRIB_DB_PW GRIB_IT_PW_A GRIB_IT_PW_B GRIB_IT_PW_C GRIB_IT_PW_D; do
+      grep -q "^$v=" "$f" ||
+        printf '%s=%s\n' "$v" "$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24)" >>"$f"
+    done
+  )
   chmod 0600 "$f"
   # shellcheck disable=SC1090
   . "$f"
-  export GRIB_ADMIN_PW GRIB_SVC_PW GRIB_DB_PW GRIB_IT_PW_A GRIB_IT_PW_B GRIB_IT_PW_C
+  export GRIB_ADMIN_PW GRIB_SVC_PW GRIB_DB_PW GRIB_IT_PW_A GRIB_IT_PW_B GRIB_IT_PW_C GRIB_IT_PW_D
 }
 
 # ------------------------------------------------------------------ process helpers
@@ -496,6 +498,14 @@ api_paste_config = /etc/nova/api-paste.ini
 [oslo_policy]
 policy_dirs = /etc/nova/policy.d
 EOF
+  # Project it-d's user has the role grib-no-console (grib_seed.py): Nova refuses
+  # it the console output, as clouds that forbid it do. oslo.policy re-reads
+  # the directory, so a running nova-api takes this file without a restart.
+  mkdir -p /etc/nova/policy.d
+  cat >/etc/nova/policy.d/50-grib-no-console.yaml <<'EOF'
+# Written by .ci/openstack-up.sh: the test project it-d may not read consoles.
+"os_compute_api:os-console-output": "rule:project_member_or_admin and not role:grib-no-console"
+EOF
   # nova's WSGI loader takes the paste pipeline from the first file in OS_NOVA_CONFIG_FILES
   ln -sf /etc/nova/api-paste.ini "$d/api-paste.ini"
   if [ ! -e "$DIR/nova/.initialised" ]; then
@@ -575,12 +585,14 @@ write_clouds() {
     umask 077
     {
       echo "# Written by .ci/openstack-up.sh. it-admin: admin (harness, leak checks)."
-      echo "# it-a: build cloud; it-b, it-c: upload clouds (each its own project and member user)."
+      echo "# it-a: build cloud; it-b, it-c: upload clouds (each its own project and member user);"
+      echo "# it-d: a build cloud whose Nova policy forbids reading the console."
       echo "clouds:"
       cloud_entry it-admin admin "$GRIB_ADMIN_PW" admin
       cloud_entry it-a it-a "$GRIB_IT_PW_A" it-a
       cloud_entry it-b it-b "$GRIB_IT_PW_B" it-b
       cloud_entry it-c it-c "$GRIB_IT_PW_C" it-c
+      cloud_entry it-d it-d "$GRIB_IT_PW_D" it-d
     } >"$DIR/clouds.yaml.tmp"
     mv "$DIR/clouds.yaml.tmp" "$DIR/clouds.yaml"
   )

@@ -4,7 +4,7 @@ Run by .ci/openstack-up.sh with /usr/bin/python3 (the Debian OpenStack
 libraries). Every step is idempotent: it looks a thing up before creating it.
 
     grib_seed.py catalog   service users + endpoints (needs only Keystone)
-    grib_seed.py cloud     projects it-a/it-b/it-c with users, flavors,
+    grib_seed.py cloud     projects it-a/it-b/it-c/it-d with users, flavors,
                            the shared loopback network it-net, quotas
 
 Secrets come from the environment (GRIB_ADMIN_PW, GRIB_SVC_PW, GRIB_IT_PW_A...),
@@ -36,7 +36,10 @@ FLAVORS = (
     ('it.large', 4, 4096, 40),
 )
 
-TEST_PROJECTS = ('it-a', 'it-b', 'it-c')
+TEST_PROJECTS = ('it-a', 'it-b', 'it-c', 'it-d')
+# it-d's user also has this role; Nova's policy (openstack-up.sh) then
+# refuses it os-console-output, as some clouds do.
+NO_CONSOLE_PROJECT, NO_CONSOLE_ROLE = 'it-d', 'grib-no-console'
 NETWORK = 'it-net'
 SUBNET_CIDR = '127.77.0.0/24'
 
@@ -121,6 +124,8 @@ def cloud():
         proj = ensure_project(ks, name)
         user = ensure_user(ks, name, os.environ[env], proj)
         ks.roles.grant(member_r, user=user, project=proj)
+        if name == NO_CONSOLE_PROJECT:
+            ks.roles.grant(ensure_role(ks, NO_CONSOLE_ROLE), user=user, project=proj)
         projects[name] = proj.id
     say('projects and users ready: %s' % ', '.join(TEST_PROJECTS))
 

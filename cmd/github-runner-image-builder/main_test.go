@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -72,11 +73,24 @@ func TestSecondInterruptExitsAt130(t *testing.T) {
 		_ = cmd.Wait()
 		t.Fatalf("no passt runs for the guest:\n%s", stderr.String())
 	}
-	_ = cmd.Process.Signal(syscall.SIGINT)
-	time.Sleep(300 * time.Millisecond)
-	_ = cmd.Process.Signal(syscall.SIGINT)
+	// The ssh step ends at once on the first signal; the second must come
+	// while the cleanups (qemu, passt, the work directory) still run: a
+	// signal every 5 ms until the process is gone.
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	stopSignals := sync.OnceFunc(func() { close(exited) })
+	defer stopSignals()
+	go func() {
+		for {
+			_ = cmd.Process.Signal(syscall.SIGINT)
+			select {
+			case <-exited:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
 	var err error
 	select {
 	case err = <-waited:
@@ -85,6 +99,7 @@ func TestSecondInterruptExitsAt130(t *testing.T) {
 		<-waited
 		t.Fatalf("still running 5 s after the second SIGINT:\n%s", stderr.String())
 	}
+	stopSignals()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 130 {
 		t.Fatalf("exit %v, want 130:\n%s", err, stderr.String())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"log/slog"
 	"os/exec"
 	"slices"
 	"strings"
@@ -55,8 +56,12 @@ func BenchmarkLocalBoot(b *testing.B) {
 		b.Fatal(err)
 	}
 	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	hostKey, userData, err := guestHostKey(nil, []byte(benchUserData), slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
 	spec := func() qemu.Spec {
-		return qemu.Spec{BaseImage: image, Arch: config.ArchX64, UserData: []byte(benchUserData),
+		return qemu.Spec{BaseImage: image, Arch: config.ArchX64, UserData: userData,
 			AuthorizedKeys: []string{authorized}, Isolated: true, Accel: accel, TempDir: b.TempDir()}
 	}
 
@@ -94,7 +99,7 @@ func BenchmarkLocalBoot(b *testing.B) {
 		}()
 		steps := slices.DeleteFunc(GuestSteps(GuestConfig{
 			Address: func(context.Context) (string, error) { return vm.SSHAddr(), nil },
-			Signer:  signer, Console: vm.ConsoleOutput, Timeouts: config.DefaultTimeouts(),
+			Signer:  signer, HostKey: hostKey.PublicKey(), Console: vm.ConsoleOutput, Timeouts: config.DefaultTimeouts(),
 		}), func(s Step) bool { return s.Name != "ssh" && s.Name != "cloud-init" })
 		err = (&Runner{}).Run(ctx, steps)
 		noticed := time.Now()

@@ -34,6 +34,7 @@ type fakeCloud struct {
 	groups   map[string]openstack.SecurityGroup
 	calls    []string
 	created  map[string]map[string]string // image ID -> the properties CreateImage got
+	userData map[string][]byte            // server ID -> the user-data it booted with
 
 	serverFault  string           // servers go ERROR with this fault
 	corruptCopy  bool             // uploads store altered data
@@ -87,6 +88,10 @@ func (f *fakeCloud) CreateServer(_ context.Context, spec openstack.ServerSpec) (
 	defer f.mu.Unlock()
 	s := &openstack.Server{ID: f.id("server"), Name: spec.Name, Status: "BUILD", Created: f.clock(), Metadata: maps.Clone(spec.Metadata)}
 	f.servers[s.ID] = s
+	if f.userData == nil {
+		f.userData = map[string][]byte{}
+	}
+	f.userData[s.ID] = bytes.Clone(spec.UserData)
 	c := *s
 	return &c, nil
 }

@@ -347,7 +347,8 @@ func (c *faultTally) get(k string) int {
 
 // TestGuestFaultRetried: transient faults at each guest step of one build,
 // and at the stop after them, all survived: one guest boot serves them all.
-// At "ssh", the console reads that vouch for the host key get 500, 503, a
+// At "ssh", the console read (it tells whether the cloud forbids the
+// console; the host key is pinned, not read from it) gets 500, 503, a
 // reset, 401 and a cut answer on successive calls. At "cloud-init", while
 // cloud-init still runs, the SSH connection is reset; the redialled one is
 // stalled for 5 s and then cut after 100 bytes to the builder. As "verify",
@@ -370,8 +371,9 @@ func TestGuestFaultRetried(t *testing.T) {
 	// The operator's own image of the same name: not ours, never pruned.
 	foreign := uploadFaultImage(t, ctx, e.direct, e.dir, e.spec.ImageName, 4<<10)
 
-	// "ssh": the console reads (os-getConsoleOutput) are the first server
-	// actions of a build; os-stop and createImage come after the guest steps.
+	// "ssh": the console read (os-getConsoleOutput) once SSH is up is the
+	// first server action of a build; os-stop and createImage come after
+	// the guest steps.
 	console := faultproxy.Rule{Method: http.MethodPost, Service: faultproxy.Compute, Path: `^/v2\.1/servers/[^/]+/action$`}
 	at := func(n int, f faultproxy.Fault) faultproxy.Rule {
 		r := console

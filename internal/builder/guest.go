@@ -8,11 +8,11 @@ package builder
 //
 // returns, in order:
 //
-//	"ssh"         connect as User with Signer; the host key must be one whose
-//	              fingerprint cloud-init printed on the console (Console),
-//	              else fail closed, unless InsecureSkipHostKeyCheck. cloud-init
-//	              prints the keys after the user-data's scripts ran, so this
-//	              step is bounded by the SSH plus the cloud-init timeout
+//	"ssh"         connect as User with Signer; the host key must be HostKey,
+//	              the one the builder generated and put in the guest's
+//	              user-data, else fail closed, unless InsecureSkipHostKeyCheck.
+//	              sshd has that key as soon as cloud-init's first stages ran,
+//	              so this step ends early in the boot, within --ssh-timeout
 //	"cloud-init"  wait for cloud-init from its JSON status; error/disabled fail
 //	"script"      only when Script is set: push it over SSH and run it as
 //	              root, secrets on the session's stdin only
@@ -25,7 +25,8 @@ package builder
 //	"clean"       reset cloud-init, remove the builder's key and temp files
 //	"power-off"   shut the guest down (the caller then waits for it to stop)
 //
-// A failure of any of them carries the redacted tail of the console and of
+// A failure of any of them carries the redacted tail of the console (or a
+// note, where the cloud forbids reading it) and of
 // /var/log/cloud-init-output.log (see GuestFailure).
 
 import (
@@ -72,9 +73,13 @@ type GuestConfig struct {
 	Address func(ctx context.Context) (string, error)
 	User    string     // login user; DefaultGuestUser when empty
 	Signer  ssh.Signer // the prefix's key (statedir.EnsureKey)
-	// Console reads the guest's console so far. It vouches for the host key
-	// and gives failures their console tail. Required unless
-	// InsecureSkipHostKeyCheck (it is still used for tails when set).
+	// HostKey is the SSH host key the guest was given in its user-data
+	// (guestHostKey); "ssh" accepts only it. Required unless
+	// InsecureSkipHostKeyCheck.
+	HostKey ssh.PublicKey
+	// Console reads the guest's console so far, for the tails of failures
+	// (nil: none). An error wrapping ErrConsoleForbidden leaves the tail out
+	// with a note.
 	Console                  provision.ConsoleReader
 	InsecureSkipHostKeyCheck bool
 	// Jump is the jump host the guest's SSH goes through (SSHJump); nil: direct.
@@ -179,29 +184,14 @@ func guestSteps(base GuestConfig, late func(GuestConfig) GuestConfig, sess *Gues
 		return g, nil
 	}
 	out := base.Output
-	// cloud-init prints the host keys (keys-to-console) in its final stage,
-	// after the user-data's scripts: the built-in recipe, or a runcmd. With
-	// the console policy the first connection therefore waits for the
-	// recipe, and may take as long as SSH and cloud-init together.
-	sshTimeout, sshFlag := base.Timeouts.SSH, "--ssh-timeout"
-	if !base.InsecureSkipHostKeyCheck {
-		sshTimeout, sshFlag = base.Timeouts.SSH+base.Timeouts.CloudInit, "--ssh-timeout or --cloud-init-timeout"
-	}
 	steps := []Step{
 		{
-			Name: "ssh", Timeout: sshTimeout, TimeoutFlag: sshFlag,
+			Name: "ssh", Timeout: base.Timeouts.SSH, TimeoutFlag: "--ssh-timeout",
 			Run: func(ctx context.Context) error {
 				cfg := get()
 				addr, err := cfg.Address(ctx)
 				if err != nil {
 					return fail(ctx, cfg, err)
-				}
-				if !cfg.InsecureSkipHostKeyCheck {
-					// The step may wait as long as the recipe for the host keys,
-					// but a guest whose sshd never answers fails at --ssh-timeout.
-					if err := waitSSHBanner(ctx, addr, base.Timeouts.SSH, cfg.Jump); err != nil {
-						return fail(ctx, cfg, err)
-					}
 				}
 				policy, err := hostKeyPolicy(cfg)
 				if err != nil {
@@ -220,7 +210,8 @@ func guestSteps(base GuestConfig, late func(GuestConfig) GuestConfig, sess *Gues
 					return fail(ctx, cfg, err)
 				}
 				sess.set(g)
-				log.Info("SSH connected", "addr", addr, "user", user)
+				log.Info("SSH connected", "addr", addr, "user", user, "host_key", ssh.FingerprintSHA256(g.HostKey()))
+				noteConsoleForbidden(ctx, cfg, log)
 				return nil
 			},
 			Cleanup: func(context.Context, bool) error { sess.close(); return nil },
@@ -390,10 +381,24 @@ func hostKeyPolicy(cfg GuestConfig) (provision.HostKeyPolicy, error) {
 	switch {
 	case cfg.InsecureSkipHostKeyCheck:
 		return provision.InsecureAcceptAnyHostKey(), nil
-	case cfg.Console == nil:
-		return provision.HostKeyPolicy{}, errs.New(errs.KindInternal, "no console to check the guest's SSH host key against")
+	case cfg.HostKey == nil:
+		return provision.HostKeyPolicy{}, errs.New(errs.KindInternal, "no generated SSH host key to check the guest's against")
 	default:
-		return provision.ConsoleHostKeys(cfg.Console), nil
+		return provision.PinnedHostKey(cfg.HostKey), nil
+	}
+}
+
+// noteConsoleForbidden reads the console once, when the guest is up, to
+// say early (and on success too) that failures will have no console tail
+// on a cloud that forbids reading it. Any other outcome says nothing.
+func noteConsoleForbidden(ctx context.Context, cfg GuestConfig, log *slog.Logger) {
+	if cfg.Console == nil {
+		return
+	}
+	if _, err := cfg.Console(ctx); errors.Is(err, ErrConsoleForbidden) {
+		log.Warn(consoleForbiddenNote)
+	} else if err != nil {
+		log.Debug("console not read", "error", err)
 	}
 }
 
@@ -412,6 +417,7 @@ type GuestFailure struct {
 	Err          error
 	Console      string // last lines of the console ("" if unreadable)
 	CloudInitLog string // last lines of /var/log/cloud-init-output.log ("" if not read)
+	ConsoleNote  string // why there is no console tail, when the cloud forbids reading it
 	msg          string // Err's message, redacted
 }
 
@@ -423,6 +429,9 @@ func (f *GuestFailure) Error() string {
 	}
 	if f.Console != "" {
 		fmt.Fprintf(&b, "\n--- last lines of the console ---\n%s", f.Console)
+	}
+	if f.ConsoleNote != "" {
+		fmt.Fprintf(&b, "\n--- %s ---", f.ConsoleNote)
 	}
 	return b.String()
 }
@@ -442,6 +451,8 @@ func decorateGuestError(ctx context.Context, cfg GuestConfig, sess *GuestSession
 	if cfg.Console != nil {
 		if console, cerr := cfg.Console(tctx); cerr == nil {
 			f.Console = consoleTail(console, tailLines, secrets)
+		} else if errors.Is(cerr, ErrConsoleForbidden) {
+			f.ConsoleNote = consoleForbiddenNote
 		} else {
 			f.Console = provision.Redact(fmt.Sprintf("(could not read the console: %v)", cerr), secrets)
 		}
@@ -451,8 +462,11 @@ func decorateGuestError(ctx context.Context, cfg GuestConfig, sess *GuestSession
 	if g := sess.Guest(); g != nil && !alreadyHasLog {
 		f.CloudInitLog = g.Tail(tctx, cloudInitOutputLog, tailLines) // redacted by the guest before the cut
 	}
-	cfg.logger().Error("guest step failed", "error", f.msg,
-		"console_tail", f.Console, "cloud_init_output_tail", f.CloudInitLog)
+	attrs := []any{"error", f.msg, "console_tail", f.Console, "cloud_init_output_tail", f.CloudInitLog}
+	if f.ConsoleNote != "" {
+		attrs = []any{"error", f.msg, "console_note", f.ConsoleNote, "cloud_init_output_tail", f.CloudInitLog}
+	}
+	cfg.logger().Error("guest step failed", attrs...)
 	return &errs.Error{Kind: errs.KindOf(err), Err: f}
 }
 
@@ -640,53 +654,4 @@ func ChecksFor(spec config.RunSpec, runnerVersion string, verifyScript []byte) (
 		return provision.Checks{}, errs.Usage("--skip-default-checks without --verify-script would publish an unverified image: give --verify-script")
 	}
 	return c, nil
-}
-
-// waitSSHBanner waits up to limit (and ctx) for an SSH server to greet on
-// addr. sshd answers with its banner long before cloud-init prints the host
-// keys, so this tells "still booting the recipe" from "never answers"
-// (qemu's user network accepts every connection and closes it, so a TCP
-// connect alone proves nothing). It sends its own identification first, as
-// an SSH client may: passt (the local guest's network) passes the guest's
-// banner on only once the host side has sent something.
-func waitSSHBanner(ctx context.Context, addr string, limit time.Duration, jump *provision.Jump) error {
-	const sshProbeIdent = "SSH-2.0-github-runner-image-builder-probe\r\n"
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	var jumpErr error // the last failure to reach addr through the jump host
-	for {
-		conn, err := provision.DialTCP(ctx, jump, addr)
-		if jerr := provision.JumpError(err, addr); jerr != nil {
-			return jerr // a refused jump host: waiting mends nothing
-		}
-		if err != nil && jump != nil && ctx.Err() == nil {
-			jumpErr = err
-		}
-		if err == nil {
-			// A connection through a jump host has no deadlines: closing it
-			// bounds the read either way.
-			bound := time.AfterFunc(3*time.Second, func() { _ = conn.Close() })
-			buf := make([]byte, 4)
-			_, rerr := io.WriteString(conn, sshProbeIdent)
-			if rerr == nil {
-				_, rerr = io.ReadFull(conn, buf)
-			}
-			bound.Stop()
-			_ = conn.Close()
-			if rerr == nil && string(buf) == "SSH-" {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			if ctx.Err() == context.DeadlineExceeded && context.Cause(ctx) == context.DeadlineExceeded {
-				if jumpErr != nil {
-					return errs.Wrap(errs.KindBuild, jumpErr, "no SSH server answered on %s through the jump host %s within %s (raise it with --ssh-timeout); last error", addr, jump.Addr, limit)
-				}
-				return errs.New(errs.KindBuild, "no SSH server answered on %s within %s (raise it with --ssh-timeout)", addr, limit)
-			}
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
 }

@@ -116,13 +116,15 @@ type localBuild struct {
 	prog *progress
 	pub  *publication // upload, publish, prune
 
-	output  string          // absolute --output
-	partial string          // the export, renamed to output at the end
-	key     statedir.Key    // read by "prepare"
-	jump    *provision.Jump // --ssh-jump (SSHJump), read by "prepare"; nil: direct
-	base    baseimage.Image
-	vm      *qemu.VM
-	placed  bool // the image is at output
+	output   string          // absolute --output
+	partial  string          // the export, renamed to output at the end
+	key      statedir.Key    // read by "prepare"
+	jump     *provision.Jump // --ssh-jump (SSHJump), read by "prepare"; nil: direct
+	hostKey  provision.BuildHostKey
+	userData []byte // the job's, with hostKey: made by "prepare"
+	base     baseimage.Image
+	vm       *qemu.VM
+	placed   bool // the image is at output
 
 	sess *GuestSession   // the guest steps' SSH session
 	done context.Context // the build's context: a kept VM waits for it (KeepOnFailure)
@@ -211,9 +213,10 @@ func (b *localBuild) steps() []Step {
 	return append(steps, b.pub.publishSteps("upload", b.upload, output)...)
 }
 
-// withKey completes the guest configuration with the key "prepare" read.
+// withKey completes the guest configuration with the keys "prepare" made.
 func (b *localBuild) withKey(c GuestConfig) GuestConfig {
 	c.Signer, c.Jump = b.key.Signer, b.jump
+	c.HostKey = b.hostKey.PublicKey()
 	return c
 }
 
@@ -256,7 +259,10 @@ func (b *localBuild) prepare(ctx context.Context) error {
 	if b.key, err = prefixKey(ctx, b.l.openstack().getenv(), b.spec.Prefix); err != nil {
 		return err
 	}
-	b.jump, err = SSHJump(b.spec.SSHJump, b.l.openstack().getenv(), b.log)
+	if b.jump, err = SSHJump(b.spec.SSHJump, b.l.openstack().getenv(), b.log); err != nil {
+		return err
+	}
+	b.hostKey, b.userData, err = guestHostKey(b.l.openstack().hostKeys, b.job.UserData, b.log)
 	return err
 }
 
@@ -299,7 +305,7 @@ func (b *localBuild) startVM(ctx context.Context) error {
 		BaseImage: b.base.Path, Arch: b.spec.Arch,
 		MemoryMiB: orDefault(l.MemoryMiB, localDefaultMemoryMiB), CPUs: orDefault(l.CPUs, localDefaultCPUs),
 		DiskSize: int64(orDefault(int(l.DiskSize), localDefaultDiskSize)),
-		UserData: b.job.UserData, AuthorizedKeys: []string{b.key.AuthorizedKey},
+		UserData: b.userData, AuthorizedKeys: []string{b.key.AuthorizedKey},
 		Isolated: b.spec.Isolated, Accel: accel, TempDir: filepath.Dir(b.output),
 		QEMU: l.QEMU, QEMUImg: l.QEMUImg, Getenv: l.openstack().getenv(), Log: b.log,
 	})

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -34,7 +35,8 @@ import (
 // the test image, a small recipe and a script with a secret, served from a
 // loopback HTTP server, make a qcow2 that holds the script's marker (read
 // with debugfs, no boot) and neither the secret nor cloud-init's instance
-// state; the same build publishes it
+// state, nor the host key the build generated and pinned (nor any other host
+// key: the image's first boot makes its own); the same build publishes it
 // to the test OpenStack's it-b, where it is an active image with the
 // builder's properties and the file's checksum.
 //
@@ -103,8 +105,9 @@ test -f /var/lib/grib-e2e/recipe-marker
 	env := newLocalEnv(t, "OS_CLIENT_CONFIG_FILE="+testenv.CloudsFile(), "IMAGE_BUILDER_SECRET_E2E_TOKEN="+secret)
 	rec := &vmRecorder{}
 	var scriptOut testenv.LockedBuffer
+	var hostKeys []provision.BuildHostKey
 	l := &Local{
-		OpenStack: &OpenStack{Getenv: env.getenv, Version: "e2e-test"},
+		OpenStack: RecordHostKeys(&OpenStack{Getenv: env.getenv, Version: "e2e-test"}, &hostKeys),
 		Accel:     &qemu.AccelProbe{}, // the real probe
 		Output:    &scriptOut,
 		MemoryMiB: 1024, DiskSize: 3 << 30,
@@ -151,6 +154,21 @@ test -f /var/lib/grib-e2e/recipe-marker
 	for _, form := range forms {
 		if strings.Contains(scriptOut.String(), form) || strings.Contains(stderr, form) || strings.Contains(stdout, form) {
 			t.Errorf("the secret (as %q) reached the script output, the logs or stdout", form)
+		}
+	}
+
+	// The host key: the build's own, pinned; its private key in no log.
+	if len(hostKeys) != 1 {
+		t.Fatalf("%d host keys generated, want 1", len(hostKeys))
+	}
+	hostKey := hostKeys[0]
+	if !regexp.MustCompile(`msg="SSH connected" .*host_key=` + regexp.QuoteMeta(hostKey.Fingerprint())).MatchString(stderr) {
+		t.Errorf("the log does not show the SSH connection pinning the generated key %s", hostKey.Fingerprint())
+	}
+	privLines := PrivateKeyLines(t, hostKey)
+	for _, line := range privLines {
+		if strings.Contains(stderr, line) || strings.Contains(stdout, line) || strings.Contains(scriptOut.String(), line) {
+			t.Error("a line of the private host key is in the log, stdout or the script's output")
 		}
 	}
 
@@ -210,6 +228,17 @@ test -f /var/lib/grib-e2e/recipe-marker
 		if fileContains(t, raw, []byte(needle)) {
 			t.Errorf("the image's disk holds the secret (as %q)", needle)
 		}
+	}
+	for _, line := range privLines {
+		if at := fileIndex(t, raw, []byte(line)); at >= 0 {
+			part := firstPartitionOffset(t, raw)
+			block := (at - part) / 4096
+			t.Errorf("the image's disk holds a line of the private host key at byte %d (file system block %d: %s)",
+				at, block, strings.TrimSpace(debugfs(t, fs, fmt.Sprintf("icheck %d", block))))
+		}
+	}
+	if got := debugfs(t, fs, "ls -l /etc/ssh"); !strings.Contains(got, "sshd_config") || strings.Contains(got, "ssh_host_") {
+		t.Errorf("/etc/ssh in the image: want sshd_config and no ssh_host_* files:\n%s", got)
 	}
 
 	// The published image.
@@ -323,6 +352,17 @@ func fileContains(t *testing.T, path string, needle []byte) bool {
 		}
 		carry = copy(buf, buf[carry+n-len(needle):carry+n])
 	}
+}
+
+// fileIndex is the offset of needle's first occurrence in the file at
+// path, or -1.
+func fileIndex(t *testing.T, path string, needle []byte) int64 {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(bytes.Index(data, needle))
 }
 
 func fileMD5(t *testing.T, path string) string {

@@ -167,10 +167,10 @@ func TestLocalSSHDeadline(t *testing.T) {
 		flags []string
 		want  string
 	}{
-		// The default: the step may wait for the recipe (the host keys come
-		// last), but a guest whose sshd never greets fails at --ssh-timeout.
-		{"console host keys", nil, "no SSH server answered on 127.0.0.1:"},
-		// Without the host key check the dial itself is retried until the deadline.
+		// The default: the pinned host key; the dial is retried until the
+		// deadline, which is --ssh-timeout alone.
+		{"pinned host key", nil, "no SSH connection to 127.0.0.1:"},
+		// Without the host key check, the same.
 		{"any host key", []string{"--insecure-skip-host-key-check"}, "no SSH connection to 127.0.0.1:"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

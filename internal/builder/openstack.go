@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -57,6 +58,9 @@ type OpenStack struct {
 	// sshVia maps the builder's SSH address (host:port) to the one dialled,
 	// to route SSH through a fault-injecting proxy.
 	sshVia func(addr string) string
+	// hostKeys makes each build's SSH host key (nil: a fresh ed25519 key),
+	// so a test knows the key its guest got.
+	hostKeys hostKeySource
 }
 
 // Timeouts of the steps that have no flag.
@@ -113,6 +117,8 @@ type osBuild struct {
 	cloud     Cloud
 	key       statedir.Key    // read by "prepare"
 	jump      *provision.Jump // --ssh-jump (SSHJump), read by "prepare"; nil: direct
+	hostKey   provision.BuildHostKey
+	userData  []byte // the job's, with hostKey: made by "prepare"
 	flavor    *openstack.Flavor
 	network   *openstack.Network
 	baseImage *openstack.Image
@@ -215,9 +221,10 @@ func (b *osBuild) steps() []Step {
 	return append(steps, b.pub.publishSteps("copy", b.copy)...)
 }
 
-// withKey completes the guest configuration with the key "prepare" read.
+// withKey completes the guest configuration with the keys "prepare" made.
 func (b *osBuild) withKey(c GuestConfig) GuestConfig {
 	c.Signer, c.Jump = b.key.Signer, b.jump
+	c.HostKey = b.hostKey.PublicKey()
 	return c
 }
 
@@ -246,15 +253,24 @@ func (b *osBuild) lock() (func(), error) {
 	return unlock, nil
 }
 
-// prepare reads the prefix's SSH key (made on first use) before any
-// server exists.
+// prepare reads the prefix's SSH key (made on first use) and generates the
+// guest's host key into its user-data, before any server exists.
 func (b *osBuild) prepare(ctx context.Context) error {
 	var err error
 	if b.key, err = prefixKey(ctx, b.o.getenv(), b.spec.Prefix); err != nil {
 		return err
 	}
-	b.jump, err = SSHJump(b.spec.SSHJump, b.o.getenv(), b.log)
-	return err
+	if b.jump, err = SSHJump(b.spec.SSHJump, b.o.getenv(), b.log); err != nil {
+		return err
+	}
+	if b.hostKey, b.userData, err = guestHostKey(b.o.hostKeys, b.job.UserData, b.log); err != nil {
+		return err
+	}
+	if !openstack.UserDataFits(b.userData) {
+		return errs.Usage("the user-data is %d bytes with the build's SSH host key part (%d without); Nova takes at most %d bytes "+
+			"before base64: shorten --user-data", len(b.userData), len(b.job.UserData), 65535/4*3)
+	}
+	return nil
 }
 
 func (b *osBuild) ensureKeypair(ctx context.Context) error {
@@ -423,7 +439,7 @@ func (b *osBuild) createServer(ctx context.Context) error {
 	spec := openstack.ServerSpec{
 		Name: name, ImageID: b.baseImage.ID, FlavorID: b.flavor.ID, NetworkID: b.network.ID,
 		KeyName: config.KeypairName(b.spec.Prefix), SecurityGroup: config.SecurityGroupName(b.spec.Prefix),
-		UserData: b.job.UserData, ConfigDrive: true,
+		UserData: b.userData, ConfigDrive: true,
 		Metadata: map[string]string{PropBuildID: b.info.ID, PropPrefix: b.spec.Prefix},
 	}
 	id, err := createAdopting(ctx, b.log, "builder server "+name,
@@ -531,7 +547,11 @@ func (b *osBuild) console(ctx context.Context) (string, error) {
 	if b.serverID == "" {
 		return "", errors.New("no builder server")
 	}
-	return b.cloud.ConsoleOutput(ctx, b.serverID, 0)
+	out, err := b.cloud.ConsoleOutput(ctx, b.serverID, 0)
+	if openstack.StatusCode(err) == http.StatusForbidden {
+		return "", fmt.Errorf("%w (HTTP 403 for server %s): %w", ErrConsoleForbidden, b.serverID, err)
+	}
+	return out, err
 }
 
 func (b *osBuild) stopServer(ctx context.Context) error {

@@ -104,7 +104,12 @@ func tailLines(s string, n int) string {
 // security group) before testenv's leak check runs. It may be called from
 // any goroutine: a failure is reported with Errorf and returned.
 func (e *itEnv) initPrefix(ctx context.Context, prefix, file string, props ...string) bool {
-	args := []string{"--os-cloud", testenv.BuildCloud, "init", "--arch", "x64", "-b", "noble", "--prefix", prefix,
+	return e.initPrefixIn(ctx, testenv.BuildCloud, prefix, file, props...)
+}
+
+// initPrefixIn is initPrefix in cloud.
+func (e *itEnv) initPrefixIn(ctx context.Context, cloud, prefix, file string, props ...string) bool {
+	args := []string{"--os-cloud", cloud, "init", "--arch", "x64", "-b", "noble", "--prefix", prefix,
 		"--base-image-file", file, "--cache-dir", filepath.Join(e.vars["XDG_CACHE_HOME"], "grib")}
 	for _, p := range props {
 		args = append(args, "--base-image-property", p)
@@ -199,6 +204,15 @@ func runArgs(prefix string, extra ...string) []string {
 		"--boot-timeout", "30m", "--ssh-timeout", "10m", "--cloud-init-timeout", "15m"}, extra...)
 }
 
+// inCloud is args with the value of --os-cloud replaced by cloud.
+func inCloud(cloud string, args []string) []string {
+	out := slices.Clone(args)
+	if i := slices.Index(out, "--os-cloud"); i >= 0 && i+1 < len(out) {
+		out[i+1] = cloud
+	}
+	return out
+}
+
 func randomHex(t *testing.T, n int) string {
 	t.Helper()
 	b := make([]byte, n)
@@ -255,8 +269,11 @@ func (w *watchBuilder) watch(ctx context.Context, t *testing.T, name string) {
 
 // TestOpenStackBuildTwoPrefixes is the main success case: two runs of
 // different prefixes at once. Run A runs a script with a secret, copies to
-// it-b and it-c and prunes seeded revisions in it-b; run B keeps its
-// snapshot in the build cloud.
+// it-b and it-c and prunes seeded revisions in it-b; its guest presents the
+// host key that A generated and put in the user-data, which is not in the
+// log nor in the image, which has no host keys at all. Run B builds in
+// it-d, whose Nova forbids reading the console: it works, says so, and
+// keeps its snapshot there.
 func TestOpenStackBuildTwoPrefixes(t *testing.T) {
 	imagePath := testenv.RequireImage(t)
 	for _, tool := range []string{"qemu-img", "debugfs"} {
@@ -272,9 +289,8 @@ func TestOpenStackBuildTwoPrefixes(t *testing.T) {
 	nameB := config.ImageName(pB, config.BaseNoble, config.ArchX64)
 
 	var initWG sync.WaitGroup
-	for _, p := range []string{pA, pB} {
-		initWG.Go(func() { e.initPrefix(ctx, p, imagePath, testenv.GuestProperty+"=true") })
-	}
+	initWG.Go(func() { e.initPrefix(ctx, pA, imagePath, testenv.GuestProperty+"=true") })
+	initWG.Go(func() { e.initPrefixIn(ctx, testenv.NoConsoleCloud, pB, imagePath, testenv.GuestProperty+"=true") })
 	initWG.Wait()
 	if t.Failed() {
 		t.FailNow()
@@ -332,9 +348,9 @@ sync
 				"--keep-revisions", "2", "--visibility", "shared")...)
 	})
 	runs.Go(func() {
-		resB.code, resB.stdout, resB.stderr = e.cli(ctx, e.environ(),
+		resB.code, resB.stdout, resB.stderr = e.cli(ctx, e.environ(), inCloud(testenv.NoConsoleCloud,
 			runArgs(pB, "--user-data", recipe, "--skip-default-checks", "--verify-script", verifyB,
-				"--flavor", testenv.FlavorMin, "--network", testenv.Network)...)
+				"--flavor", testenv.FlavorMin, "--network", testenv.Network))...)
 	})
 	runs.Wait()
 	stopWatch()
@@ -351,7 +367,8 @@ sync
 	snapA := onlyImage(t, ctx, ca, nameA)
 	copyB := getImage(t, ctx, cb, idsA[0])
 	copyC := getImage(t, ctx, cc, idsA[1])
-	snapB := getImage(t, ctx, ca, idsB[0])
+	cd := testenv.MustConnect(t, ctx, testenv.NoConsoleCloud)
+	snapB := getImage(t, ctx, cd, idsB[0])
 	if snapB.Name != nameB {
 		t.Errorf("run B printed %s, named %q, want its snapshot %s", idsB[0], snapB.Name, nameB)
 	}
@@ -465,7 +482,34 @@ sync
 			t.Errorf("the secret (as %q) is in the builder's console or user-data", form)
 		}
 	}
+	userData := watcher.userData
 	watcher.mu.Unlock()
+
+	// Run A's host key: generated, in the user-data, pinned; the private
+	// key in neither the log nor the image; no host key in the image.
+	pub, privLines := hostKeyOfUserData(t, userData)
+	fp := ssh.FingerprintSHA256(pub)
+	if !regexp.MustCompile(`msg="SSH connected" .*host_key=`+regexp.QuoteMeta(fp)).MatchString(resA.stderr) ||
+		!strings.Contains(resA.stderr, "SSH host key generated for the guest; the user-data carries it\" build_id=") {
+		t.Errorf("run A did not log pinning the key %s of its user-data", fp)
+	}
+	for _, line := range privLines {
+		if strings.Contains(resA.stderr, line) || strings.Contains(resA.stdout, line) || strings.Contains(watcher.console, line) {
+			t.Errorf("a line of the private host key is in run A's debug log, stdout or console")
+		}
+		if n := countInFile(t, raw, []byte(line)); n != 0 {
+			t.Errorf("a line of the private host key is %d times in the raw image (free blocks included)", n)
+		}
+	}
+	if got := lsFromImage(t, ctx, raw, "/etc/ssh"); !strings.Contains(got, "sshd_config") || strings.Contains(got, "ssh_host_") {
+		t.Errorf("/etc/ssh in the image: want sshd_config and no ssh_host_* files:\n%s", got)
+	}
+
+	// Run B, on a cloud that forbids the console: the note, no console tail.
+	if !strings.Contains(resB.stderr, "no console tail: the cloud forbids reading the builder's console") ||
+		strings.Contains(resB.stderr, "console after cloud-init") || strings.Contains(resB.stderr, "last lines of the console") {
+		t.Errorf("run B's log lacks the console note or has console output")
+	}
 
 	for _, p := range []string{pA, pB} {
 		leaks, err := testenv.FindLeaks(ctx, p)
@@ -571,6 +615,13 @@ func rawImage(t *testing.T, ctx context.Context, c *testenv.Cloud, id string) st
 // readFromImage reads a file from the ext4 first partition of a raw disk with debugfs.
 func readFromImage(t *testing.T, ctx context.Context, raw, path string) string {
 	t.Helper()
+	return debugfsRequest(t, ctx, raw, "cat "+path)
+}
+
+// debugfsRequest runs one read-only debugfs request on the ext4 first
+// partition of a raw disk.
+func debugfsRequest(t *testing.T, ctx context.Context, raw, request string) string {
+	t.Helper()
 	f, err := os.Open(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -582,11 +633,50 @@ func readFromImage(t *testing.T, ctx context.Context, raw, path string) string {
 		t.Fatalf("no MBR in %s: %v", raw, err)
 	}
 	offset := int64(binary.LittleEndian.Uint32(mbr[446+8:446+12])) * 512
-	out, err := exec.CommandContext(ctx, "debugfs", "-R", "cat "+path, fmt.Sprintf("%s?offset=%d", raw, offset)).Output()
+	out, err := exec.CommandContext(ctx, "debugfs", "-R", request, fmt.Sprintf("%s?offset=%d", raw, offset)).Output()
 	if err != nil {
-		t.Fatalf("debugfs cat %s: %v", path, err)
+		t.Fatalf("debugfs %s: %v", request, err)
 	}
 	return string(out)
+}
+
+// hostKeyOfUserData finds the host key in a builder's user-data (the
+// cloud-config part WithHostKey made): the public key, and the lines of the
+// private key file that hold the private key (from the fourth on: the
+// first ones are the public key and the check words).
+func hostKeyOfUserData(t *testing.T, userData string) (ssh.PublicKey, []string) {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^  ed25519_public: "(ssh-ed25519 [^"]+)"$`).FindStringSubmatch(userData)
+	if m == nil {
+		t.Fatalf("no host key in the user-data:\n%s", userData)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(m[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	in := false
+	for line := range strings.Lines(userData) {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "-----BEGIN OPENSSH PRIVATE KEY-----":
+			in = true
+		case line == "-----END OPENSSH PRIVATE KEY-----":
+			in = false
+		case in:
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) < 5 {
+		t.Fatalf("the private host key in the user-data has %d lines", len(lines))
+	}
+	return pub, lines[3:]
+}
+
+// lsFromImage lists a directory of the ext4 first partition of a raw disk.
+func lsFromImage(t *testing.T, ctx context.Context, raw, path string) string {
+	t.Helper()
+	return debugfsRequest(t, ctx, raw, "ls -l "+path)
 }
 
 // countInFile counts occurrences of needle in a (large, sparse) file.

@@ -83,14 +83,14 @@ func TestOpenStackStepsInOrder(t *testing.T) {
 			if got := stepNames(steps); !slices.Equal(got, tt.want) {
 				t.Errorf("steps\n got %q\nwant %q", got, tt.want)
 			}
-			timeouts := map[string]string{"server": "--boot-timeout", "ssh": "--ssh-timeout or --cloud-init-timeout", "cloud-init": "--cloud-init-timeout",
+			timeouts := map[string]string{"server": "--boot-timeout", "ssh": "--ssh-timeout", "cloud-init": "--cloud-init-timeout",
 				"script": "--script-timeout", "snapshot": "--snapshot-timeout", "copy": "--copy-timeout"}
 			for _, s := range steps {
 				if flag, ok := timeouts[s.Name]; ok && (s.TimeoutFlag != flag || s.Timeout <= 0) {
 					t.Errorf("step %s: timeout %s flag %q, want a timeout set by %s", s.Name, s.Timeout, s.TimeoutFlag, flag)
 				}
-				if s.Name == "ssh" && s.Timeout != b.spec.Timeouts.SSH+b.spec.Timeouts.CloudInit {
-					t.Errorf("ssh step deadline %s: the console shows the host keys only after the recipe; want SSH plus cloud-init", s.Timeout)
+				if s.Name == "ssh" && s.Timeout != b.spec.Timeouts.SSH {
+					t.Errorf("ssh step deadline %s: sshd has the pinned key early in the boot; want --ssh-timeout's %s", s.Timeout, b.spec.Timeouts.SSH)
 				}
 				if s.Name != "lock" && s.Timeout <= 0 {
 					t.Errorf("step %s has no deadline", s.Name)

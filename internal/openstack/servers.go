@@ -56,6 +56,10 @@ type ServerSpec struct {
 // maxUserData is Nova's limit on the base64-encoded user data.
 const maxUserData = 65535
 
+// UserDataFits reports whether Nova takes ud as a server's user-data (at
+// most 65535 bytes once base64-encoded).
+func UserDataFits(ud []byte) bool { return base64.StdEncoding.EncodedLen(len(ud)) <= maxUserData }
+
 // Server is the part of a Nova server the builder reads.
 type Server struct {
 	ID        string

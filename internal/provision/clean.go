@@ -29,11 +29,27 @@ done`
 
 const rootAuthorizedKeys = "/root/.ssh/authorized_keys"
 
+// discardCommand discards the file systems' free blocks; a disk without
+// discard support is not an error.
+const discardCommand = "/bin/sh -c 'fstrim --all >/dev/null 2>&1 || true'"
+
+// removeHostKeysCommand removes the guest's SSH host keys (the build's
+// generated key, which the user-data carried) and cloud-init's per-instance
+// files (its copies of that user-data), overwriting each first so the
+// image's free blocks do not keep the private key. The image's first boot is
+// a new instance to cloud-init, whose ssh module then makes fresh host keys.
+const removeHostKeysCommand = `set -eu
+find /etc/ssh -maxdepth 1 -type f -name 'ssh_host_*' -exec shred -u -- {} +
+if [ -d /var/lib/cloud/instances ]; then
+  find /var/lib/cloud/instances -xdev -type f -exec shred -u -- {} +
+fi`
+
 // Clean prepares the guest to be snapshotted as an image: it resets
 // cloud-init so the image boots as a new instance (logs, seed, machine-id
 // and the config cloud-init generated, as far as the guest's cloud-init
 // supports it), removes the builder's key from authorized_keys (consumers
-// such as GARM inject their own), removes pushed scripts, and syncs. A dead
+// such as GARM inject their own), removes the SSH host keys (the first boot
+// of the image makes new ones) and pushed scripts, and syncs. A dead
 // connection is redialled before it starts; once the key is removed, no
 // redial can log in.
 func (g *Guest) Clean(ctx context.Context) error {
@@ -48,7 +64,14 @@ func (g *Guest) Clean(ctx context.Context) error {
 	}{
 		{"removing temporary files", g.removeAllTemp},
 		{"removing the builder's SSH key", g.removeBuilderKey},
+		{"removing the SSH host keys", func(ctx context.Context) error {
+			return g.sudoRun(ctx, "/bin/sh -c "+shellQuote(removeHostKeysCommand)+" grib-clean-host-keys")
+		}},
 		{"resetting cloud-init", g.cleanCloudInit},
+		// The files removed (the host key, cloud-init's copies of the
+		// user-data) leave their old contents in free blocks: discard them
+		// where the disk lets the guest (qemu's discard=unmap). Best effort.
+		{"discarding free blocks", func(ctx context.Context) error { return g.sudoRun(ctx, discardCommand) }},
 		{"syncing disks", func(ctx context.Context) error { return g.sudoRun(ctx, "sync") }},
 	}
 	for _, s := range steps {

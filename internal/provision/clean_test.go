@@ -50,8 +50,8 @@ func TestClean(t *testing.T) {
 		help string
 		want []string // commands after the help, in order
 	}{
-		{"current cloud-init", cleanHelp24, []string{"sudo -n cloud-init clean --logs --seed --machine-id --configs all", "sudo -n sync"}},
-		{"old cloud-init", cleanHelp20, []string{"sudo -n cloud-init clean --logs --seed", "sudo -n truncate -s 0 /etc/machine-id", "sudo -n sync"}},
+		{"current cloud-init", cleanHelp24, []string{"sudo -n cloud-init clean --logs --seed --machine-id --configs all", "sudo -n " + discardCommand, "sudo -n sync"}},
+		{"old cloud-init", cleanHelp20, []string{"sudo -n cloud-init clean --logs --seed", "sudo -n truncate -s 0 /etc/machine-id", "sudo -n " + discardCommand, "sudo -n sync"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,12 +64,14 @@ func TestClean(t *testing.T) {
 			blob := base64.StdEncoding.EncodeToString(f.buildKey.PublicKey().Marshal())
 			removeKey = fmt.Sprintf("sudo -n /bin/sh -c %s grib-clean %s 'ubuntu' '/root/.ssh/authorized_keys'", shellQuote(removeKeyCommand), shellQuote(blob))
 			table[removeKey] = answer{}
+			removeHostKeys := "sudo -n /bin/sh -c " + shellQuote(removeHostKeysCommand) + " grib-clean-host-keys"
+			table[removeHostKeys] = answer{}
 			f.setHandler(scripted(t, table))
 			g := f.dial(t)
 			if err := g.Clean(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			want := append([]string{removeKey, "cloud-init clean --help"}, tt.want...)
+			want := append([]string{removeKey, removeHostKeys, "cloud-init clean --help"}, tt.want...)
 			if got := f.commands(); !slices.Equal(got, want) {
 				t.Errorf("commands:\n%q\nwant:\n%q", got, want)
 			}

@@ -107,6 +107,24 @@ func TestDialHostKeyPolicies(t *testing.T) {
 			wantConns: 1,
 		},
 		{
+			name: "the build's pinned key",
+			policy: func(f *fakeGuest, _ *atomic.Int32) HostKeyPolicy {
+				return PinnedHostKey(f.hostKey.PublicKey())
+			},
+			wantConns: 1,
+		},
+		{
+			name: "another key than the pinned one is refused at once",
+			policy: func(*fakeGuest, *atomic.Int32) HostKeyPolicy {
+				return PinnedHostKey(newSigner(t).PublicKey())
+			},
+			wantErr:   true,
+			wantKind:  errs.KindBuild,
+			wantIs:    ErrHostKeyMismatch,
+			wantInMsg: []string{"intercepting", "this build generated", "user-data"},
+			wantConns: 1,
+		},
+		{
 			name:      "insecure policy accepts any key",
 			policy:    func(*fakeGuest, *atomic.Int32) HostKeyPolicy { return InsecureAcceptAnyHostKey() },
 			wantConns: 1,

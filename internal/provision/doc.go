@@ -2,11 +2,13 @@
 // SSH, for both builders (OpenStack and local qemu):
 //
 //   - Dial connects to the guest, retrying until its sshd answers, and checks
-//     the host key against the fingerprints cloud-init printed on the console
-//     (HostKeysFromConsole). Without console fingerprints it fails closed,
-//     unless the caller chose InsecureAcceptAnyHostKey. With a Target.Jump
-//     every connection goes through that jump host (jump.go): its key checked
-//     against known_hosts, a refusal not retried.
+//     the host key: the one the build generated (BuildHostKey) and handed to
+//     the guest in its user-data (PinnedHostKey), or the fingerprints
+//     cloud-init printed on the console (HostKeysFromConsole). Without an
+//     accepted key it fails closed, unless the caller chose
+//     InsecureAcceptAnyHostKey. With a Target.Jump every connection goes
+//     through that jump host (jump.go): its key checked against known_hosts,
+//     a refusal not retried.
 //   - WaitCloudInit polls cloud-init's status (JSON from `cloud-init status
 //     --format json`, or /run/cloud-init/{status,result}.json on older
 //     cloud-init) until it finishes, and tells done, degraded and error apart.
@@ -14,7 +16,8 @@
 //     runs it as root; its secrets travel on the SSH session's stdin only, and
 //     its output is streamed with every secret value redacted.
 //   - Verify runs the checks that must pass before an image is published.
-//   - Clean resets cloud-init, removes the builder's key and temporary files;
+//   - Clean resets cloud-init, removes the builder's key, the SSH host keys
+//     and temporary files;
 //     PowerOff shuts the guest down.
 //
 // A lost SSH connection (EOF, a reset, a read without an answer) is survived

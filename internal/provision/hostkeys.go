@@ -171,13 +171,19 @@ func parsePublicKeyLine(line string) (hostKey, bool) {
 type ConsoleReader func(ctx context.Context) (string, error)
 
 // HostKeyPolicy says which SSH host keys Dial accepts. Build one with
-// ConsoleHostKeys, KnownHostKeys or InsecureAcceptAnyHostKey; the zero value
-// accepts nothing.
+// PinnedHostKey, ConsoleHostKeys, KnownHostKeys or InsecureAcceptAnyHostKey;
+// the zero value accepts nothing.
 type HostKeyPolicy struct {
 	console  ConsoleReader
 	known    []string
+	pin      ssh.PublicKey
 	insecure bool
 }
+
+// PinnedHostKey accepts exactly key: the host key the build generated and
+// handed to the guest in its user-data (BuildHostKey). Dial offers only its
+// algorithm, so the guest cannot present another of its keys instead.
+func PinnedHostKey(key ssh.PublicKey) HostKeyPolicy { return HostKeyPolicy{pin: key} }
 
 // ConsoleHostKeys accepts the host keys whose fingerprints cloud-init printed
 // on the console. Dial polls read until the fingerprint block appears, within
@@ -200,6 +206,8 @@ func (p HostKeyPolicy) String() string {
 	switch {
 	case p.insecure:
 		return "insecure-accept-any"
+	case p.pin != nil:
+		return "pinned-build-key"
 	case p.console != nil:
 		return "console-fingerprints"
 	case len(p.known) > 0:
@@ -215,6 +223,9 @@ type acceptedKeys struct {
 	keys   []hostKey
 	algos  []string // HostKeyAlgorithms to offer; nil: the library's default
 	pinned bool     // keys is the one key of the first dial (a redial)
+	// generated: keys is the one key the build generated and put in the
+	// guest's user-data (PinnedHostKey)
+	generated bool
 }
 
 // resolve reads the console once (for the console policy) and returns the
@@ -223,6 +234,10 @@ func (p HostKeyPolicy) resolve(ctx context.Context) (*acceptedKeys, error) {
 	switch {
 	case p.insecure:
 		return &acceptedKeys{any: true}, nil
+	case p.pin != nil:
+		a := pinnedKeys(p.pin)
+		a.pinned, a.generated = false, true
+		return a, nil
 	case p.console != nil:
 		console, err := p.console(ctx)
 		if err != nil {
@@ -287,6 +302,12 @@ func (a *acceptedKeys) check(addr string, key ssh.PublicKey) error {
 	if a.pinned {
 		return fmt.Errorf("%w: %s presented %s key %s on reconnecting, not the key %s it presented when the build first connected; "+
 			"refusing to reconnect: something may be intercepting the connection",
+			ErrHostKeyMismatch, addr, key.Type(), got, strings.Join(a.fingerprints(), ", "))
+	}
+	if a.generated {
+		return fmt.Errorf("%w: %s presented %s key %s, not the host key %s this build generated and handed to the guest in its user-data; "+
+			"refusing to connect: something may be intercepting the connection, or the guest's cloud-init did not take the "+
+			"key from the user-data (ssh_keys)",
 			ErrHostKeyMismatch, addr, key.Type(), got, strings.Join(a.fingerprints(), ", "))
 	}
 	return fmt.Errorf("%w: %s presented %s key %s, which is not among the fingerprints cloud-init printed on the console (%s); "+

@@ -6,7 +6,9 @@
 // tarball checked against its SHA-256, yq as a pinned binary checked against
 // its published checksum, and caches and logs cleaned at the end.
 //
-// The template has no secret inputs: user-data is kept inside the image.
+// The template has no secret inputs. WithHostKey wraps a recipe (or a
+// --user-data file) with the build's SSH host key, a secret, in a MIME part
+// of its own: that user-data lives only as long as the builder.
 package recipe
 
 import (

@@ -36,9 +36,12 @@ const (
 	BuildCloud  = "it-a"     // the operator's build cloud (project it-a, member role)
 	UploadCloud = "it-b"     // an upload cloud (project it-b)
 	OtherCloud  = "it-c"     // a second upload cloud (project it-c)
-	Network     = "it-net"   // the one shared network; subnet 127.77.0.0/24, no DHCP
-	FlavorMin   = "it.min"   // 2 vCPU, 1024 MiB, 20 GiB: exactly the builder's minimum
-	FlavorSmall = "it.small" // 1 vCPU, 1024 MiB, 10 GiB: below the minimum
+	// NoConsoleCloud is a build cloud (project it-d, member role) whose Nova
+	// policy forbids os-console-output, as some clouds do.
+	NoConsoleCloud = "it-d"
+	Network        = "it-net"   // the one shared network; subnet 127.77.0.0/24, no DHCP
+	FlavorMin      = "it.min"   // 2 vCPU, 1024 MiB, 20 GiB: exactly the builder's minimum
+	FlavorSmall    = "it.small" // 1 vCPU, 1024 MiB, 10 GiB: below the minimum
 
 	// GuestProperty marks an image whose servers boot a real qemu guest.
 	GuestProperty = "grib_test_guest"
