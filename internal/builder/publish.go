@@ -211,9 +211,14 @@ func (p *publication) copyTo(ctx context.Context, name string, res *copyResult, 
 
 // createCopy creates the copy's image record (not yet published).
 func (p *publication) createCopy(ctx context.Context, c Cloud, res *copyResult) (string, error) {
+	var src map[string]string
+	if p.home != nil {
+		src = p.home.image.Properties // the snapshot's, inherited from its base
+	}
 	spec := openstack.ImageSpec{
 		Name: p.spec.ImageName, DiskFormat: p.format.DiskFormat, ContainerFormat: p.format.ContainerFormat,
-		Properties: p.info.imageProperties(false),
+		Properties: carriedProperties(src, p.info.imageProperties(false)),
+		Hidden:     true, // until publish, after its check: no consumer lists an unchecked copy
 	}
 	id, err := createAdopting(ctx, p.log, "image "+p.spec.ImageName+" in cloud "+c.Name(),
 		func(ctx context.Context) (string, error) {
@@ -297,7 +302,9 @@ func (p *publication) images() map[string]publishedCopy {
 }
 
 // publish describes every image (properties, published marker, visibility)
-// in one update each, and records the result in PublishClouds order.
+// in one update each, which also unhides a copy (each was created hidden
+// and has been checked by now), and records the result in PublishClouds
+// order.
 func (p *publication) publish(ctx context.Context) error {
 	props := p.info.imageProperties(true)
 	imgs := p.images()
@@ -306,7 +313,8 @@ func (p *publication) publish(ctx context.Context) error {
 		if !ok {
 			return errs.New(errs.KindInternal, "no image in cloud %s to publish", name)
 		}
-		if err := c.cloud.UpdateImage(ctx, c.image.ID, props, string(p.spec.Visibility)); err != nil {
+		u := openstack.ImageUpdate{Properties: props, Visibility: string(p.spec.Visibility), Unhide: c.image.Hidden}
+		if err := c.cloud.UpdateImage(ctx, c.image.ID, u); err != nil {
 			return errs.Wrap(errs.KindPublish, err, "publishing image %s in cloud %s", c.image.ID, name)
 		}
 		p.observe.Emit(Event{Kind: Removed, What: p.imageLeft(name, c.image.ID)}) // published: meant to stay
