@@ -389,7 +389,12 @@ func (b *localBuild) upload(ctx context.Context) error {
 	res := &copyResult{done: map[string]publishedCopy{}, want: &d}
 	b.pub.copies = res
 	m := b.prog.current().meter(d.Size * int64(len(b.pub.targets())))
-	return b.pub.copyAll(ctx, res, func(context.Context) io.ReadSeeker { return m.reader(io.NewSectionReader(f, 0, d.Size)) }, nil)
+	var conv *converter // for the clouds that want another disk format
+	if b.pub.needsConversion() {
+		getenv := b.l.openstack().getenv()
+		conv = &converter{path: b.partial, format: b.pub.format.DiskFormat, dir: scratchDir(b.spec, getenv), getenv: getenv, qemuImg: b.l.QEMUImg}
+	}
+	return b.pub.copyAll(ctx, res, func(context.Context) io.ReadSeeker { return m.reader(io.NewSectionReader(f, 0, d.Size)) }, nil, conv)
 }
 
 // place renames the export to --output.
