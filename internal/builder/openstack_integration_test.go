@@ -792,6 +792,11 @@ func TestOpenStackSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A crashed build's copy is hidden (copies are until published): sweep
+	// must find it all the same.
+	if _, err := images.Update(ctx, tc.Image, tempID, images.UpdateOpts{images.ReplaceImageHidden{NewHidden: true}}).Extract(); err != nil {
+		t.Fatal(err)
+	}
 	pubID, err := testenv.UploadImage(ctx, tc.Image, imgName, file, "raw", map[string]string{
 		builder.PropPrefix: p, builder.PropBuildID: "good", builder.PropPublished: "true"})
 	if err != nil {
