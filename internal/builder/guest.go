@@ -53,6 +53,7 @@ const DefaultGuestUser = "ubuntu"
 // Bounds of the guest steps that have no flag of their own.
 const (
 	guestCleanTimeout    = 5 * time.Minute
+	guestZeroTimeout     = 30 * time.Minute // more for "clean" with ZeroFreeSpace
 	guestPowerOffTimeout = 2 * time.Minute
 	tailTimeout          = 30 * time.Second
 	tailLines            = 30
@@ -78,7 +79,10 @@ type GuestConfig struct {
 	Checks  provision.Checks         // what "verify" runs (ChecksFor)
 
 	Timeouts config.Timeouts // SSH, CloudInit and Script bound their steps
-	Log      *slog.Logger    // nil: discard
+	// ZeroFreeSpace zeroes the guest's free space in "clean" (which then
+	// gets guestZeroTimeout more).
+	ZeroFreeSpace bool
+	Log           *slog.Logger // nil: discard
 	// Output receives the script's and the verify script's output (secrets
 	// redacted); nil logs it line by line at info level.
 	Output io.Writer
@@ -257,12 +261,17 @@ func guestSteps(base GuestConfig, late func(GuestConfig) GuestConfig, sess *Gues
 			},
 		},
 		Step{
-			Name: "clean", Timeout: guestCleanTimeout,
+			Name: "clean", Timeout: cleanTimeout(base),
 			Run: func(ctx context.Context) error {
 				cfg := get()
 				g, err := needGuest()
 				if err != nil {
 					return err
+				}
+				if cfg.ZeroFreeSpace {
+					if err := g.ZeroFreeSpace(ctx); err != nil {
+						return fail(ctx, cfg, err)
+					}
 				}
 				if err := g.Clean(ctx); err != nil {
 					return fail(ctx, cfg, err)
@@ -452,11 +461,21 @@ func (l *lineLogger) flush() {
 	}
 }
 
+// cleanTimeout bounds the "clean" step: zeroing the free space reads and
+// writes all of it once.
+func cleanTimeout(cfg GuestConfig) time.Duration {
+	if cfg.ZeroFreeSpace {
+		return guestCleanTimeout + guestZeroTimeout
+	}
+	return guestCleanTimeout
+}
+
 // jobGuestConfig is the guest steps' configuration of a job, less what
 // only the builder knows (Address, Console, Signer).
 func jobGuestConfig(job Job, log *slog.Logger, output io.Writer) GuestConfig {
 	return GuestConfig{
 		InsecureSkipHostKeyCheck: job.Spec.InsecureSkipHostKeyCheck,
+		ZeroFreeSpace:            job.Spec.ZeroFreeSpace,
 		Script:                   job.Script,
 		Secrets:                  job.Spec.Secrets,
 		Checks:                   job.Checks,

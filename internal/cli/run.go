@@ -83,6 +83,7 @@ With --runner-version and --runner-sha256 both given nothing is fetched, so
 	fl.DurationVar(&in.Timeouts.Snapshot, "snapshot-timeout", in.Timeouts.Snapshot, "deadline for the snapshot to become active")
 	fl.DurationVar(&in.Timeouts.Copy, "copy-timeout", in.Timeouts.Copy, "deadline for copying the image to the --upload-clouds")
 	fl.BoolVar(&in.InsecureSkipHostKeyCheck, "insecure-skip-host-key-check", false, "RISK: trust the builder's SSH host key without checking it against the console")
+	fl.BoolVar(&in.ZeroFreeSpace, "zero-free-space", false, "zero the guest's free space before power-off, for disks that do not pass discards (reads and writes the whole free space once)")
 	fl.StringVar(&in.Builder, "builder", string(config.BuilderOpenStack), "where to build: openstack (a server in --os-cloud) or local (qemu on this host)")
 	fl.StringVar(&in.Output, "output", "", "local builder: write the qcow2 image to this path")
 	fl.BoolVar(&in.Isolated, "isolated", false, "local builder: the guest reaches nothing but what the builder forwards on loopback")

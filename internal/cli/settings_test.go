@@ -104,6 +104,7 @@ func settingCases(scriptURL string) []settingCase {
 			"upload_clouds:\n  - a\n  - {name: b, disk_format: vhd}\n", "--upload-disk-format", "upload_clouds.1.disk_format", 7, `"vhd": use qcow2 or raw`),
 		bad("disk format of the build cloud", "upload_disk_formats", []string{"--upload-clouds", "builder,b", "--upload-disk-format", "builder=raw"},
 			"upload_clouds: [{name: builder, disk_format: raw}, b]\n", "--upload-disk-format", "upload_clouds.0.disk_format", 5, `"builder": is the build cloud, whose image is the snapshot as Nova made it`),
+		good("zero free space", []string{"--zero-free-space"}, "zero_free_space: true\n"),
 		good("scratch dir", []string{"--scratch-dir", "/var/tmp"}, "scratch_dir: /var/tmp\n"),
 		bad("scratch dir relative", "scratch_dir", []string{"--scratch-dir", "tmp"}, "scratch_dir: tmp\n", "--scratch-dir", "scratch_dir", 5, `"tmp": give an absolute directory, or none for $TMPDIR`),
 		bad("upload clouds empty item", "upload_clouds", []string{"--upload-clouds", "a,,b"}, "upload_clouds:\n  - a\n  - \"\"\n  - b\n", "--upload-clouds", "upload_clouds.1", 7, "item 2 is empty"),

@@ -163,6 +163,9 @@ type RunSpec struct {
 
 	Timeouts                 Timeouts
 	InsecureSkipHostKeyCheck bool
+	// ZeroFreeSpace zeroes the guest's free space before power-off, for
+	// hypervisors whose disks do not pass discards (fstrim runs anyway).
+	ZeroFreeSpace bool
 
 	Builder  BuilderKind
 	Output   string // qcow2 path (local builder)
@@ -199,6 +202,7 @@ type RunInput struct {
 	SkipDefaultChecks                    bool
 	Timeouts                             Timeouts
 	InsecureSkipHostKeyCheck             bool
+	ZeroFreeSpace                        bool
 	Builder, Output                      string
 	Isolated, DryRun                     bool
 	BaseImageFile, BaseImageSHA256       string   // local builder only
@@ -218,7 +222,7 @@ func NewRunSpec(in RunInput) (RunSpec, error) {
 		RunnerRepo: in.RunnerRepo, RunnerAPIURL: in.RunnerAPIURL,
 		Flavor: in.Flavor, Network: in.Network, Proxy: in.Proxy, HostProxy: in.HostProxy, ScriptURL: in.ScriptURL,
 		UserDataFile: in.UserDataFile, VerifyScriptFile: in.VerifyScriptFile, SkipDefaultChecks: in.SkipDefaultChecks,
-		Timeouts: in.Timeouts, InsecureSkipHostKeyCheck: in.InsecureSkipHostKeyCheck,
+		Timeouts: in.Timeouts, InsecureSkipHostKeyCheck: in.InsecureSkipHostKeyCheck, ZeroFreeSpace: in.ZeroFreeSpace,
 		Output: in.Output, Isolated: in.Isolated, DryRun: in.DryRun,
 		BaseImageFile: in.BaseImageFile, BaseImageSHA256: strings.ToLower(strings.TrimSpace(in.BaseImageSHA256)),
 		BaseImageURL: in.BaseImageURL, BaseImageSerial: in.BaseImageSerial, CacheDir: in.CacheDir,

@@ -61,6 +61,7 @@ func Settings() []Setting {
 		{"script_timeout", "Timeouts.Script", "--script-timeout", "timeouts.script"},
 		{"snapshot_timeout", "Timeouts.Snapshot", "--snapshot-timeout", "timeouts.snapshot"},
 		{"copy_timeout", "Timeouts.Copy", "--copy-timeout", "timeouts.copy"},
+		{"zero_free_space", "ZeroFreeSpace", "--zero-free-space", "zero_free_space"},
 		{"builder", "Builder", "--builder", "builder"},
 		{"output", "Output", "--output", "local.output_dir"},
 		{"isolated", "Isolated", "--isolated", "local.isolated"},

@@ -208,3 +208,45 @@ func TestCleanFstrimFailureIsNotFatal(t *testing.T) {
 		t.Errorf("log %q has no warning naming fstrim's failure", logs.String())
 	}
 }
+
+// The zeroing script is a golden file, passes shellcheck, and is sent as
+// root's sh -c; its failure is a build error naming what failed.
+func TestZeroFreeSpace(t *testing.T) {
+	golden := filepath.Join("testdata", "zero-free-space.sh.golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(zeroFreeSpaceCommand+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(want) != zeroFreeSpaceCommand+"\n" {
+		t.Errorf("the zeroing script differs from %s (go test -update)", golden)
+	}
+	if _, err := exec.LookPath("shellcheck"); err == nil {
+		if out, err := exec.Command("shellcheck", "-s", "sh", golden).CombinedOutput(); err != nil {
+			t.Errorf("shellcheck %s: %v\n%s", golden, err, out)
+		}
+	}
+	cmd := "sudo -n /bin/sh -c " + shellQuote(zeroFreeSpaceCommand) + " grib-zero"
+	tests := []struct {
+		name string
+		code int
+		ok   bool
+	}{{"zeroed", 0, true}, {"failed", 1, false}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startFakeGuest(t, nil)
+			f.setHandler(scripted(t, map[string]answer{cmd: {stdout: "zeroed the free space of /\n", stderr: "findmnt: broken", code: tt.code}}))
+			err := f.dial(t).ZeroFreeSpace(context.Background())
+			if tt.ok != (err == nil) || (!tt.ok && (!errs.Is(err, errs.KindBuild) || !strings.Contains(err.Error(), "findmnt: broken"))) {
+				t.Errorf("err = %v, want ok %v (else a build error with the guest's message)", err, tt.ok)
+			}
+			if got := f.commands(); !slices.Equal(got, []string{cmd}) {
+				t.Errorf("commands %q, want the script as root", got)
+			}
+		})
+	}
+}

@@ -268,6 +268,7 @@ type fileConfig struct {
 		Copy      duration `yaml:"copy"`
 	} `yaml:"timeouts"`
 	InsecureSkipHostKeyCheck bool `yaml:"insecure_skip_host_key_check"`
+	ZeroFreeSpace            bool `yaml:"zero_free_space"`
 	Local                    struct {
 		OutputDir string `yaml:"output_dir"`
 		Isolated  bool   `yaml:"isolated"`
@@ -454,7 +455,7 @@ func (v *validator) convert(fc *fileConfig) *Config {
 			RunnerRepo: fc.Runner.Repo, RunnerAPIURL: fc.Runner.APIURL,
 			Proxy: fc.Proxy.Guest, HostProxy: fc.Proxy.Host, ScriptURL: fc.Script.URL,
 			UserDataFile: fc.UserDataFile, VerifyScriptFile: fc.VerifyScriptFile, SkipDefaultChecks: fc.SkipDefaultChecks,
-			InsecureSkipHostKeyCheck: fc.InsecureSkipHostKeyCheck, Isolated: fc.Local.Isolated,
+			InsecureSkipHostKeyCheck: fc.InsecureSkipHostKeyCheck, ZeroFreeSpace: fc.ZeroFreeSpace, Isolated: fc.Local.Isolated,
 		},
 		CloudsFile: fc.CloudsFile, RunnerToken: fc.Runner.Token, ScriptSecrets: fc.Script.Secrets,
 		OutputDir:   fc.Local.OutputDir,
