@@ -388,7 +388,13 @@ func (b *localBuild) upload(ctx context.Context) error {
 	}
 	res := &copyResult{done: map[string]publishedCopy{}, want: &d}
 	b.pub.copies = res
-	m := b.prog.current().meter(d.Size * int64(len(b.pub.targets())))
+	same := 0 // the uploads of the file itself: the meter counts them (converted ones are not metered)
+	for _, c := range b.pub.targets() {
+		if b.pub.copyFormat(c) == b.pub.format.DiskFormat {
+			same++
+		}
+	}
+	m := b.prog.current().meter(d.Size * int64(same))
 	var conv *converter // for the clouds that want another disk format
 	if b.pub.needsConversion() {
 		getenv := b.l.openstack().getenv()
