@@ -198,12 +198,13 @@ func (f *fakeCloud) CreateImage(_ context.Context, spec openstack.ImageSpec) (*o
 	}
 	im := f.store(spec.Name, spec.DiskFormat, spec.Properties, nil)
 	f.mu.Lock()
+	im.Hidden = spec.Hidden
 	if f.created == nil {
 		f.created = map[string]map[string]string{}
 	}
 	f.created[im.ID] = maps.Clone(spec.Properties)
-	f.mu.Unlock()
 	c := *im
+	f.mu.Unlock()
 	return &c, nil
 }
 
@@ -276,7 +277,8 @@ func (f *fakeCloud) ListImages(_ context.Context, q openstack.ImageQuery) ([]ope
 	defer f.mu.Unlock()
 	var out []openstack.Image
 	for _, im := range f.images {
-		if (q.Name != "" && im.Name != q.Name) || (q.Status != "" && im.Status != q.Status) || (q.Owner != "" && im.Owner != q.Owner) {
+		if (q.Name != "" && im.Name != q.Name) || (q.Status != "" && im.Status != q.Status) || (q.Owner != "" && im.Owner != q.Owner) ||
+			(im.Hidden && !q.IncludeHidden) {
 			continue
 		}
 		c := *im
@@ -287,16 +289,19 @@ func (f *fakeCloud) ListImages(_ context.Context, q openstack.ImageQuery) ([]ope
 	return out, nil
 }
 
-func (f *fakeCloud) UpdateImage(_ context.Context, id string, props map[string]string, visibility string) error {
+func (f *fakeCloud) UpdateImage(_ context.Context, id string, u openstack.ImageUpdate) error {
 	if err := f.call("UpdateImage"); err != nil {
 		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	im := f.images[id]
-	maps.Copy(im.Properties, props)
-	if visibility != "" {
-		im.Visibility = visibility
+	maps.Copy(im.Properties, u.Properties)
+	if u.Visibility != "" {
+		im.Visibility = u.Visibility
+	}
+	if u.Unhide {
+		im.Hidden = false
 	}
 	return nil
 }

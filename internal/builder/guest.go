@@ -58,6 +58,7 @@ const DefaultGuestUser = "ubuntu"
 // Bounds of the guest steps that have no flag of their own.
 const (
 	guestCleanTimeout    = 5 * time.Minute
+	guestZeroTimeout     = 30 * time.Minute // more for "clean" with ZeroFreeSpace
 	guestPowerOffTimeout = 2 * time.Minute
 	guestManifestTimeout = 5 * time.Minute
 	tailTimeout          = 30 * time.Second
@@ -96,7 +97,10 @@ type GuestConfig struct {
 	KeepManifest func(data []byte)
 
 	Timeouts config.Timeouts // SSH, CloudInit and Script bound their steps
-	Log      *slog.Logger    // nil: discard
+	// ZeroFreeSpace zeroes the guest's free space in "clean" (which then
+	// gets guestZeroTimeout more).
+	ZeroFreeSpace bool
+	Log           *slog.Logger // nil: discard
 	// Output receives the script's and the verify script's output (secrets
 	// redacted); nil logs it line by line at info level.
 	Output io.Writer
@@ -306,12 +310,17 @@ func guestSteps(base GuestConfig, late func(GuestConfig) GuestConfig, sess *Gues
 	}
 	steps = append(steps,
 		Step{
-			Name: "clean", Timeout: guestCleanTimeout,
+			Name: "clean", Timeout: cleanTimeout(base),
 			Run: func(ctx context.Context) error {
 				cfg := get()
 				g, err := needGuest()
 				if err != nil {
 					return err
+				}
+				if cfg.ZeroFreeSpace {
+					if err := g.ZeroFreeSpace(ctx); err != nil {
+						return fail(ctx, cfg, err)
+					}
 				}
 				if err := g.Clean(ctx); err != nil {
 					return fail(ctx, cfg, err)
@@ -560,11 +569,21 @@ func (l *lineLogger) flush() {
 	}
 }
 
+// cleanTimeout bounds the "clean" step: zeroing the free space reads and
+// writes all of it once.
+func cleanTimeout(cfg GuestConfig) time.Duration {
+	if cfg.ZeroFreeSpace {
+		return guestCleanTimeout + guestZeroTimeout
+	}
+	return guestCleanTimeout
+}
+
 // jobGuestConfig is the guest steps' configuration of a job, less what
 // only the builder knows (Address, Console, Signer).
 func jobGuestConfig(job Job, log *slog.Logger, output io.Writer) GuestConfig {
 	return GuestConfig{
 		InsecureSkipHostKeyCheck: job.Spec.InsecureSkipHostKeyCheck,
+		ZeroFreeSpace:            job.Spec.ZeroFreeSpace,
 		Script:                   job.Script,
 		Secrets:                  job.Spec.Secrets,
 		Checks:                   job.Checks,

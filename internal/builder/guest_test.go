@@ -194,3 +194,23 @@ func TestDecorateGuestErrorRedactsBeforeCutting(t *testing.T) {
 		}
 	}
 }
+
+// --zero-free-space reaches the guest steps, and "clean" gets the time
+// zeroing takes.
+func TestZeroFreeSpaceWiring(t *testing.T) {
+	for _, zero := range []bool{false, true} {
+		cfg := jobGuestConfig(Job{Spec: config.RunSpec{ZeroFreeSpace: zero}}, nil, nil)
+		if cfg.ZeroFreeSpace != zero {
+			t.Errorf("ZeroFreeSpace %v reached the guest config as %v", zero, cfg.ZeroFreeSpace)
+		}
+		want := guestCleanTimeout
+		if zero {
+			want += guestZeroTimeout
+		}
+		for _, s := range guestSteps(cfg, nil, &GuestSession{}) {
+			if s.Name == "clean" && s.Timeout != want {
+				t.Errorf("zero %v: clean's timeout %s, want %s", zero, s.Timeout, want)
+			}
+		}
+	}
+}

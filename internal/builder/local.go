@@ -455,8 +455,19 @@ func (b *localBuild) upload(ctx context.Context) error {
 	}
 	res := &copyResult{done: map[string]publishedCopy{}, want: &d}
 	b.pub.copies = res
-	m := b.prog.current().meter(d.Size * int64(len(b.pub.targets())))
-	return b.pub.copyAll(ctx, res, func(context.Context) io.ReadSeeker { return m.reader(io.NewSectionReader(f, 0, d.Size)) }, nil)
+	same := 0 // the uploads of the file itself: the meter counts them (converted ones are not metered)
+	for _, c := range b.pub.targets() {
+		if b.pub.copyFormat(c) == b.pub.format.DiskFormat {
+			same++
+		}
+	}
+	m := b.prog.current().meter(d.Size * int64(same))
+	var conv *converter // for the clouds that want another disk format
+	if b.pub.needsConversion() {
+		getenv := b.l.openstack().getenv()
+		conv = &converter{path: b.partial, format: b.pub.format.DiskFormat, dir: scratchDir(b.spec, getenv), getenv: getenv, qemuImg: b.l.QEMUImg}
+	}
+	return b.pub.copyAll(ctx, res, func(context.Context) io.ReadSeeker { return m.reader(io.NewSectionReader(f, 0, d.Size)) }, nil, conv)
 }
 
 // ManifestBeside is where a local build keeps the image's manifest: beside

@@ -627,18 +627,24 @@ func (b *osBuild) copy(ctx context.Context) error {
 	}
 	res := &copyResult{done: map[string]publishedCopy{}}
 	b.pub.copies = res
-	sp, err := newSpool(b.o.getenv()("TMPDIR"))
+	dir := scratchDir(b.spec, b.o.getenv())
+	sp, err := newSpool(dir)
 	if err != nil {
-		return fmt.Errorf("creating a temporary file for the snapshot: %w", err)
+		return errs.Wrap(errs.KindPublish, err, "creating a temporary file for the snapshot (--scratch-dir)")
 	}
 	res.tmp = sp.Name() // removed by cleanupCopies
 	b.job.Observe.Emit(Event{Kind: Made, What: Left{Kind: "file", Name: res.tmp}})
 	defer sp.Close()
-	var total int64
+	var total int64 // the uploads of the snapshot itself: converted ones are not metered
 	if b.snapshot != nil {
-		total = b.snapshot.SizeBytes * int64(len(b.pub.targets()))
+		for _, c := range b.pub.targets() {
+			if b.pub.copyFormat(c) == b.snapshot.DiskFormat {
+				total += b.snapshot.SizeBytes
+			}
+		}
 	}
 	m := b.prog.current().meter(total)
+	conv := &converter{path: sp.Name(), format: b.snapshot.DiskFormat, dir: dir, getenv: b.o.getenv()}
 	return b.pub.copyAll(ctx, res, func(ctx context.Context) io.ReadSeeker { return m.reader(sp.reader(ctx)) },
 		func(ctx context.Context) error {
 			d, err := b.download(ctx, sp)
@@ -647,5 +653,14 @@ func (b *osBuild) copy(ctx context.Context) error {
 			}
 			sp.finish(err) // only now may an upload read to the end
 			return err
-		})
+		}, conv)
+}
+
+// scratchDir is where a build writes its scratch files: --scratch-dir,
+// else $TMPDIR ("" lets os.CreateTemp pick).
+func scratchDir(spec config.RunSpec, getenv func(string) string) string {
+	if spec.ScratchDir != "" {
+		return spec.ScratchDir
+	}
+	return getenv("TMPDIR")
 }

@@ -289,7 +289,12 @@ func TestOpenStackBuildTwoPrefixes(t *testing.T) {
 	nameB := config.ImageName(pB, config.BaseNoble, config.ArchX64)
 
 	var initWG sync.WaitGroup
-	initWG.Go(func() { e.initPrefix(ctx, pA, imagePath, testenv.GuestProperty+"=true") })
+	// A's base carries an hw_ property and a property of the operator's,
+	// which its copies must carry as the snapshot does. B builds on the
+	// project whose console is forbidden.
+	initWG.Go(func() {
+		e.initPrefix(ctx, pA, imagePath, testenv.GuestProperty+"=true", "hw_qemu_guest_agent=no", "site_owner=grib-ci")
+	})
 	initWG.Go(func() { e.initPrefixIn(ctx, testenv.NoConsoleCloud, pB, imagePath, testenv.GuestProperty+"=true") })
 	initWG.Wait()
 	if t.Failed() {
@@ -385,6 +390,26 @@ sync
 		checkProperties(t, im, pA, prop(snapA, builder.PropBuildID))
 	}
 	checkProperties(t, snapB, pB, prop(snapB, builder.PropBuildID))
+	// The copies carry what the snapshot inherited from its base, and none
+	// of the build cloud's own properties (which the snapshot has).
+	if prop(snapA, "instance_uuid") == "" || prop(snapA, builder.PropBaseSHA256) == "" {
+		t.Errorf("snapshot %s has no instance_uuid or %s: Nova's snapshot properties changed", snapA.ID, builder.PropBaseSHA256)
+	}
+	for _, im := range []*images.Image{copyB, copyC} {
+		for _, k := range []string{"hw_qemu_guest_agent", "site_owner", testenv.GuestProperty, builder.PropBaseSHA256, "os_distro"} {
+			if prop(im, k) != prop(snapA, k) || prop(im, k) == "" {
+				t.Errorf("copy %s: %s = %q, want the snapshot's %q", im.ID, k, prop(im, k), prop(snapA, k))
+			}
+		}
+		for _, k := range []string{"instance_uuid", "base_image_ref", "image_type", "owner_project_name", "user_id", "boot_roles", "image_location"} {
+			if v, ok := im.Properties[k]; ok {
+				t.Errorf("copy %s carries the build cloud's %s = %v", im.ID, k, v)
+			}
+		}
+		if im.Hidden {
+			t.Errorf("copy %s is still hidden after publishing", im.ID)
+		}
+	}
 	if prop(snapA, builder.PropBuildID) == prop(snapB, builder.PropBuildID) {
 		t.Error("the two runs share a build ID")
 	}
@@ -992,6 +1017,11 @@ func TestOpenStackSweep(t *testing.T) {
 	tempID, err := testenv.UploadImage(ctx, tc.Image, imgName, file, "raw", map[string]string{
 		builder.PropPrefix: p, builder.PropBuildID: "crashed"})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// A crashed build's copy is hidden (copies are until published): sweep
+	// must find it all the same.
+	if _, err := images.Update(ctx, tc.Image, tempID, images.UpdateOpts{images.ReplaceImageHidden{NewHidden: true}}).Extract(); err != nil {
 		t.Fatal(err)
 	}
 	pubID, err := testenv.UploadImage(ctx, tc.Image, imgName, file, "raw", map[string]string{

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/manifest"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/openstack"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/qemu"
 )
 
 // This file is the publishing path both builders share: copy the built
@@ -41,6 +43,18 @@ type copyResult struct {
 	clouds  []Cloud  // every upload cloud connected to
 	want    *Digests // the data's, once checked
 	tmp     string   // a scratch file to remove, or ""
+	// converted are the scratch files of the converted copies, one per
+	// disk format, with their digests (guarded by mu).
+	converted map[string]*convertedCopy
+}
+
+// convertedCopy is the built image converted to another disk format, once
+// for every cloud that wants that format.
+type convertedCopy struct {
+	once sync.Once
+	path string
+	d    Digests
+	err  error
 }
 
 // setWant records the checked data's digests for the copies.
@@ -52,6 +66,25 @@ func (r *copyResult) setWant(d Digests) {
 
 // keepManifestTimeout bounds writing the kept manifests (local files).
 const keepManifestTimeout = time.Minute
+
+// copySource is the data one copy is uploaded from: its disk format, a
+// reader of it from its start, and its digests (nil until they are known;
+// read under copyResult.mu).
+type copySource struct {
+	format string
+	open   func(context.Context) io.ReadSeeker
+	want   func() *Digests
+}
+
+// converter makes the data of the built image in another disk format: the
+// built image's file (complete and checked) converted into a scratch file.
+type converter struct {
+	path    string // the built image's file
+	format  string // its disk format
+	dir     string // where converted files go ("" is $TMPDIR)
+	getenv  func(string) string
+	qemuImg string // "" is the qemu-img on PATH
+}
 
 // publication is one build's publishing state.
 type publication struct {
@@ -173,16 +206,34 @@ func (p *publication) order() []string {
 	return append([]string{p.spec.Cloud}, p.targets()...)
 }
 
+// copyFormat is the disk format of the copy to cloud: the one the spec
+// gives it, else the built image's.
+func (p *publication) copyFormat(cloud string) string {
+	if f := p.spec.CopyDiskFormat(cloud); f != "" {
+		return string(f)
+	}
+	return p.format.DiskFormat
+}
+
+// needsConversion reports whether a target cloud wants a disk format other
+// than the built image's.
+func (p *publication) needsConversion() bool {
+	return slices.ContainsFunc(p.targets(), func(c string) bool { return p.copyFormat(c) != p.format.DiskFormat })
+}
+
 // copyAll uploads src's data to every target cloud at once and checks
 // each copy. With fill set, fill produces the data while the uploads read
 // it, and must record the data's digests with res.setWant before it lets
 // src's reads reach the end (an upload that has read to the end checks its
-// copy against them at once). Without it, res.want must be set.
-func (p *publication) copyAll(ctx context.Context, res *copyResult, src func(context.Context) io.ReadSeeker, fill func(context.Context) error) error {
+// copy against them at once). Without it, res.want must be set. A target
+// that wants another disk format gets conv's conversion of the data, made
+// once per format after fill has ended.
+func (p *publication) copyAll(ctx context.Context, res *copyResult, src func(context.Context) io.ReadSeeker, fill func(context.Context) error, conv *converter) error {
 	targets := p.targets()
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel() // wakes any reader still waiting
 	fillErr := make(chan error, 1)
+	filled := make(chan struct{}) // closed when fill succeeded
 	if fill != nil {
 		go func() {
 			if err := fill(cctx); err != nil {
@@ -190,15 +241,29 @@ func (p *publication) copyAll(ctx context.Context, res *copyResult, src func(con
 				fillErr <- err
 				return
 			}
+			close(filled)
 			fillErr <- nil
 		}()
 	} else {
+		close(filled)
 		fillErr <- nil
 	}
+	built := &copySource{format: p.format.DiskFormat, open: src, want: func() *Digests {
+		res.mu.Lock()
+		defer res.mu.Unlock()
+		return res.want
+	}}
 	errc := make(chan error, len(targets))
 	for _, name := range targets {
 		go func() {
-			err := p.copyTo(cctx, name, res, src)
+			source := built
+			var err error
+			if f := p.copyFormat(name); f != built.format {
+				source, err = p.converted(cctx, res, conv, f, filled)
+			}
+			if err == nil {
+				err = p.copyTo(cctx, name, res, source)
+			}
 			if err != nil {
 				cancel() // one failure dooms the build: stop the others
 			}
@@ -211,6 +276,7 @@ func (p *publication) copyAll(ctx context.Context, res *copyResult, src func(con
 		case err == nil:
 		case errors.Is(err, context.Canceled) && ctx.Err() == nil:
 			cancelled = append(cancelled, err) // stopped because another copy failed
+		case slices.Contains(failed, err): // one conversion, several clouds
 		default:
 			failed = append(failed, err)
 		}
@@ -230,13 +296,93 @@ func (p *publication) copyAll(ctx context.Context, res *copyResult, src func(con
 	return nil
 }
 
+// converted is the built image in disk format f, converted by conv once
+// for all the clouds that want f, after filled is closed (the built
+// image's file is complete and checked).
+func (p *publication) converted(ctx context.Context, res *copyResult, conv *converter, f string, filled <-chan struct{}) (*copySource, error) {
+	if conv == nil {
+		return nil, errs.New(errs.KindInternal, "no converter for disk format %s", f)
+	}
+	select {
+	case <-filled:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	res.mu.Lock()
+	if res.converted == nil {
+		res.converted = map[string]*convertedCopy{}
+	}
+	cc := res.converted[f]
+	if cc == nil {
+		cc = &convertedCopy{}
+		res.converted[f] = cc
+	}
+	res.mu.Unlock()
+	cc.once.Do(func() { cc.path, cc.d, cc.err = p.convert(ctx, res, conv, f) })
+	if cc.err != nil {
+		return nil, cc.err
+	}
+	d := cc.d
+	return &copySource{format: f, want: func() *Digests { return &d }, open: func(ctx context.Context) io.ReadSeeker {
+		fh, err := os.Open(cc.path)
+		if err != nil {
+			return errReadSeeker{err}
+		}
+		// Closed with the copy step's context: every upload of it is over by then.
+		context.AfterFunc(ctx, func() { fh.Close() })
+		return fh
+	}}, nil
+}
+
+// convert writes conv's file in disk format f into a new scratch file and
+// hashes it: the digests its copies are checked against.
+func (p *publication) convert(ctx context.Context, res *copyResult, conv *converter, f string) (string, Digests, error) {
+	tmp, err := os.CreateTemp(conv.dir, "grib-copy-*."+f)
+	if err != nil {
+		return "", Digests{}, errs.Wrap(errs.KindPublish, err, "creating a scratch file for the %s copy (--scratch-dir)", f)
+	}
+	path := tmp.Name()
+	tmp.Close()
+	res.mu.Lock()
+	res.converted[f].path = path // removed by cleanupCopies, whatever happens next
+	res.mu.Unlock()
+	p.observe.Emit(Event{Kind: Made, What: Left{Kind: "file", Name: path}})
+	if err := os.Remove(path); err != nil { // qemu-img creates it
+		return path, Digests{}, err
+	}
+	if err := qemu.ConvertImage(ctx, conv.getenv, conv.qemuImg, conv.path, conv.format, path, f); err != nil {
+		if ctx.Err() != nil {
+			return path, Digests{}, fmt.Errorf("converting the image to %s: %w", f, ctx.Err())
+		}
+		return path, Digests{}, errs.Wrap(errs.KindPublish, err, "converting the image to %s", f)
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		return path, Digests{}, err
+	}
+	defer fh.Close()
+	d, err := fileDigests(ctx, fh)
+	if err != nil {
+		return path, Digests{}, fmt.Errorf("hashing %s: %w", path, err)
+	}
+	p.log.Info("image converted", "format", f, "file", path, "bytes", d.Size, "md5", d.MD5)
+	return path, d, nil
+}
+
+// errReadSeeker fails every read and seek with err.
+type errReadSeeker struct{ err error }
+
+func (e errReadSeeker) Read([]byte) (int, error)          { return 0, e.err }
+func (e errReadSeeker) Seek(int64, int) (int64, error)    { return 0, e.err }
+func (e errReadSeeker) ReadAt([]byte, int64) (int, error) { return 0, e.err }
+
 // copyTo makes one verified copy in cloud name, uploading the data src
 // gives (from its start, for each attempt; reads wait at most until the
-// context given ends) and checking the copy against res.want, which must be
-// set by the time the data has been read to its end. An upload that fails
+// context given ends) and checking the copy against src's digests, which
+// must be known by the time the data has been read to its end. An upload that fails
 // on a transient fault is sent again (at most transferAttempts times) into
 // the same image while Glance still has it queued, else into a new one.
-func (p *publication) copyTo(ctx context.Context, name string, res *copyResult, src func(context.Context) io.ReadSeeker) error {
+func (p *publication) copyTo(ctx context.Context, name string, res *copyResult, src *copySource) error {
 	c, err := p.connect(ctx, name, p.log)
 	if err != nil {
 		return fmt.Errorf("cloud %s: %w", name, err)
@@ -248,11 +394,11 @@ func (p *publication) copyTo(ctx context.Context, name string, res *copyResult, 
 	var id string
 	for attempt := 1; ; attempt++ {
 		if id == "" {
-			if id, err = p.createCopy(ctx, c, res); err != nil {
+			if id, err = p.createCopy(ctx, c, res, src.format); err != nil {
 				return fmt.Errorf("cloud %s: %w", name, err)
 			}
 		}
-		err = c.UploadImage(ctx, id, src(ctx))
+		err = c.UploadImage(ctx, id, src.open(ctx))
 		if err == nil {
 			break
 		}
@@ -273,9 +419,7 @@ func (p *publication) copyTo(ctx context.Context, name string, res *copyResult, 
 			id = ""
 		}
 	}
-	res.mu.Lock()
-	want := res.want
-	res.mu.Unlock()
+	want := src.want()
 	if want == nil { // an upload that did not read to the end of the data
 		return errs.New(errs.KindPublish, "cloud %s: the upload of image %s ended before its data was checked", name, id)
 	}
@@ -289,15 +433,21 @@ func (p *publication) copyTo(ctx context.Context, name string, res *copyResult, 
 	res.mu.Lock()
 	res.done[name] = publishedCopy{cloud: c, image: *active}
 	res.mu.Unlock()
-	p.log.Info("image copied", "cloud", name, "id", id, "bytes", active.SizeBytes, "md5", active.Checksum)
+	p.log.Info("image copied", "cloud", name, "id", id, "disk_format", active.DiskFormat, "bytes", active.SizeBytes, "md5", active.Checksum)
 	return nil
 }
 
-// createCopy creates the copy's image record (not yet published).
-func (p *publication) createCopy(ctx context.Context, c Cloud, res *copyResult) (string, error) {
+// createCopy creates the copy's image record (not yet published) of disk
+// format format.
+func (p *publication) createCopy(ctx context.Context, c Cloud, res *copyResult, format string) (string, error) {
+	var src map[string]string
+	if p.home != nil {
+		src = p.home.image.Properties // the snapshot's, inherited from its base
+	}
 	spec := openstack.ImageSpec{
-		Name: p.spec.ImageName, DiskFormat: p.format.DiskFormat, ContainerFormat: p.format.ContainerFormat,
-		Properties: p.imageProperties(false),
+		Name: p.spec.ImageName, DiskFormat: format, ContainerFormat: p.format.ContainerFormat,
+		Properties: carriedProperties(src, p.imageProperties(false)),
+		Hidden:     true, // until publish, after its check: no consumer lists an unchecked copy
 	}
 	id, err := createAdopting(ctx, p.log, "image "+p.spec.ImageName+" in cloud "+c.Name(),
 		func(ctx context.Context) (string, error) {
@@ -328,11 +478,20 @@ func (p *publication) cleanupCopies(ctx context.Context, failed bool) error {
 		return nil
 	}
 	var errsList []error
-	if res.tmp != "" {
-		if err := os.Remove(res.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+	res.mu.Lock()
+	files := []string{res.tmp}
+	for _, f := range slices.Sorted(maps.Keys(res.converted)) {
+		files = append(files, res.converted[f].path)
+	}
+	res.mu.Unlock()
+	for _, f := range files {
+		if f == "" {
+			continue
+		}
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errsList = append(errsList, err)
 		} else {
-			p.observe.Emit(Event{Kind: Removed, What: Left{Kind: "file", Name: res.tmp}})
+			p.observe.Emit(Event{Kind: Removed, What: Left{Kind: "file", Name: f}})
 		}
 	}
 	if !failed {
@@ -381,7 +540,9 @@ func (p *publication) images() map[string]publishedCopy {
 }
 
 // publish describes every image (properties, published marker, visibility)
-// in one update each, and records the result in PublishClouds order.
+// in one update each, which also unhides a copy (each was created hidden
+// and has been checked by now), and records the result in PublishClouds
+// order.
 func (p *publication) publish(ctx context.Context) error {
 	props := p.imageProperties(true)
 	imgs := p.images()
@@ -390,7 +551,8 @@ func (p *publication) publish(ctx context.Context) error {
 		if !ok {
 			return errs.New(errs.KindInternal, "no image in cloud %s to publish", name)
 		}
-		if err := c.cloud.UpdateImage(ctx, c.image.ID, props, string(p.spec.Visibility)); err != nil {
+		u := openstack.ImageUpdate{Properties: props, Visibility: string(p.spec.Visibility), Unhide: c.image.Hidden}
+		if err := c.cloud.UpdateImage(ctx, c.image.ID, u); err != nil {
 			return errs.Wrap(errs.KindPublish, err, "publishing image %s in cloud %s", c.image.ID, name)
 		}
 		p.observe.Emit(Event{Kind: Removed, What: p.imageLeft(name, c.image.ID)}) // published: meant to stay
@@ -400,7 +562,7 @@ func (p *publication) publish(ctx context.Context) error {
 	for _, name := range p.spec.PublishClouds() {
 		c := imgs[name]
 		p.published = append(p.published, config.PublishedImage{Cloud: name, ID: c.image.ID, Name: c.image.Name, Checksum: c.image.Checksum,
-			ManifestSHA256: p.manifestSHA256(), Manifest: p.manifest})
+			DiskFormat: c.image.DiskFormat, ManifestSHA256: p.manifestSHA256(), Manifest: p.manifest})
 	}
 	return nil
 }

@@ -59,13 +59,14 @@ func createAdoptingWith(ctx context.Context, log *slog.Logger, what string, wait
 
 // imagesOfBuild lists the images named name that carry this build's ID.
 func imagesOfBuild(ctx context.Context, c openstack.Images, name, buildID string) ([]string, error) {
-	ims, err := c.ListImagesByName(ctx, name, false)
+	// Hidden ones too: copies stay hidden until they are published.
+	ims, err := c.ListImages(ctx, openstack.ImageQuery{Name: name, IncludeHidden: true})
 	if err != nil {
 		return nil, err
 	}
 	var ids []string
 	for _, im := range ims {
-		if im.Properties[PropBuildID] == buildID {
+		if im.Name == name && im.Properties[PropBuildID] == buildID {
 			ids = append(ids, im.ID)
 		}
 	}

@@ -88,7 +88,7 @@ func (o *OpenStack) Sweep(ctx context.Context, log *slog.Logger, spec config.Swe
 		}
 	}
 
-	images, err := c.ListImages(ctx, openstack.ImageQuery{Owner: c.ProjectID()})
+	images, err := c.ListImages(ctx, openstack.ImageQuery{Owner: c.ProjectID(), IncludeHidden: true})
 	if err != nil {
 		return out, err
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -102,6 +103,17 @@ func settingCases(scriptURL string, jf jumpSettingFiles) []settingCase {
 
 		good("upload clouds", []string{"--upload-clouds", "a,b"}, "upload_clouds: [a, b]\n"),
 		bad("upload clouds twice", "upload_clouds", []string{"--upload-clouds", "a,a"}, "upload_clouds: [a, a]\n", "--upload-clouds", "upload_clouds.1", 5, `cloud "a" is listed twice`),
+		good("disk format raw", []string{"--disk-format", "raw"}, "disk_format: raw\n"),
+		good("disk format any case", []string{"--disk-format", "QCOW2"}, "disk_format: QCOW2\n"),
+		bad("disk format vmdk", "disk_format", []string{"--disk-format", "vmdk"}, "disk_format: vmdk\n", "--disk-format", "disk_format", 5, `"vmdk": use qcow2 or raw`),
+		good("disk format per cloud", []string{"--upload-clouds", "a,b", "--upload-disk-format", "a=raw"}, "upload_clouds: [{name: a, disk_format: raw}, b]\n"),
+		bad("disk format per cloud vhd", "upload_disk_formats", []string{"--upload-clouds", "a,b", "--upload-disk-format", "b=vhd"},
+			"upload_clouds:\n  - a\n  - {name: b, disk_format: vhd}\n", "--upload-disk-format", "upload_clouds.1.disk_format", 7, `"vhd": use qcow2 or raw`),
+		bad("disk format of the build cloud", "upload_disk_formats", []string{"--upload-clouds", "builder,b", "--upload-disk-format", "builder=raw"},
+			"upload_clouds: [{name: builder, disk_format: raw}, b]\n", "--upload-disk-format", "upload_clouds.0.disk_format", 5, `"builder": is the build cloud, whose image is the snapshot as Nova made it`),
+		good("zero free space", []string{"--zero-free-space"}, "zero_free_space: true\n"),
+		good("scratch dir", []string{"--scratch-dir", "/var/tmp"}, "scratch_dir: /var/tmp\n"),
+		bad("scratch dir relative", "scratch_dir", []string{"--scratch-dir", "tmp"}, "scratch_dir: tmp\n", "--scratch-dir", "scratch_dir", 5, `"tmp": give an absolute directory, or none for $TMPDIR`),
 		bad("upload clouds empty item", "upload_clouds", []string{"--upload-clouds", "a,,b"}, "upload_clouds:\n  - a\n  - \"\"\n  - b\n", "--upload-clouds", "upload_clouds.1", 7, "item 2 is empty"),
 
 		bad("skip checks alone", "skip_default_checks", []string{"--skip-default-checks"}, "skip_default_checks: true\n", "--skip-default-checks", "skip_default_checks", 5, "(the built-in recipe is always verified)"),
@@ -164,7 +176,10 @@ func TestSettingsSameVerdictFromFlagsAndYAML(t *testing.T) {
 				if got := config.FlagOf(tt.setting); got != tt.flag {
 					t.Errorf("config.FlagOf(%q) = %q, the case says %q", tt.setting, got, tt.flag)
 				}
-				if got := config.KeyOf(tt.setting); tt.key != got && !strings.HasPrefix(tt.key, got+".") {
+				// A key of a list's items ("upload_clouds.*.disk_format") names one item.
+				got := config.KeyOf(tt.setting)
+				pattern := "^" + strings.ReplaceAll(regexp.QuoteMeta(got), `\*`, `[0-9]+`) + `(\.|$)`
+				if !regexp.MustCompile(pattern).MatchString(tt.key) {
 					t.Errorf("config.KeyOf(%q) = %q, the case says %q", tt.setting, got, tt.key)
 				}
 			}

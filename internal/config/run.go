@@ -2,8 +2,10 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -117,6 +119,17 @@ type RunSpec struct {
 
 	KeepRevisions int
 	UploadClouds  []string // in the order given; IDs are reported in this order
+	// DiskFormat is the Glance disk format of the copies (qcow2 or raw):
+	// an image of another format is converted with qemu-img on this host.
+	// "" keeps the built image's format. The build cloud's image is the
+	// snapshot as Nova made it.
+	DiskFormat DiskFormat
+	// UploadDiskFormats overrides DiskFormat per upload cloud (the
+	// service's upload_clouds: [{name, disk_format}]).
+	UploadDiskFormats map[string]DiskFormat
+	// ScratchDir is where the download and converted copies are written
+	// ("" is $TMPDIR).
+	ScratchDir    string
 	Visibility    Visibility
 	AdoptUnmarked bool // prune also the Python tool's unmarked images of this name
 	// Protect lists image IDs that pruning must never delete, whatever
@@ -156,6 +169,9 @@ type RunSpec struct {
 	KeepOnFailure bool
 	// SSHJump is the jump host the builder's SSH goes through; zero: direct.
 	SSHJump SSHJump
+	// ZeroFreeSpace zeroes the guest's free space before power-off, for
+	// hypervisors whose disks do not pass discards (fstrim runs anyway).
+	ZeroFreeSpace bool
 
 	Builder  BuilderKind
 	Output   string // qcow2 path (local builder)
@@ -181,6 +197,8 @@ type RunInput struct {
 	ImageName, Cloud, Arch, Base, Prefix string
 	KeepRevisions                        int
 	UploadClouds, Visibility             string
+	DiskFormat, ScratchDir               string
+	UploadDiskFormats                    []string // CLOUD=FORMAT
 	AdoptUnmarked                        bool
 	RunnerVersion, RunnerSHA256          string
 	RunnerRepo, RunnerAPIURL             string
@@ -192,6 +210,7 @@ type RunInput struct {
 	InsecureSkipHostKeyCheck             bool
 	KeepOnFailure                        bool
 	SSHJump                              SSHJump
+	ZeroFreeSpace                        bool
 	Builder, Output                      string
 	Isolated, DryRun                     bool
 	BaseImageFile, BaseImageSHA256       string   // local builder only
@@ -212,8 +231,8 @@ func NewRunSpec(in RunInput) (RunSpec, error) {
 		Flavor: in.Flavor, Network: in.Network, Proxy: in.Proxy, HostProxy: in.HostProxy, ScriptURL: in.ScriptURL,
 		UserDataFile: in.UserDataFile, VerifyScriptFile: in.VerifyScriptFile, SkipDefaultChecks: in.SkipDefaultChecks,
 		Timeouts: in.Timeouts, InsecureSkipHostKeyCheck: in.InsecureSkipHostKeyCheck, SSHJump: in.SSHJump,
-		KeepOnFailure: in.KeepOnFailure,
-		Output:        in.Output, Isolated: in.Isolated, DryRun: in.DryRun,
+		KeepOnFailure: in.KeepOnFailure, ZeroFreeSpace: in.ZeroFreeSpace,
+		Output: in.Output, Isolated: in.Isolated, DryRun: in.DryRun,
 		BaseImageFile: in.BaseImageFile, BaseImageSHA256: strings.ToLower(strings.TrimSpace(in.BaseImageSHA256)),
 		BaseImageURL: in.BaseImageURL, BaseImageSerial: in.BaseImageSerial, CacheDir: in.CacheDir,
 	}
@@ -233,6 +252,13 @@ func NewRunSpec(in RunInput) (RunSpec, error) {
 	if s.Visibility, err = ParseVisibility(in.Visibility); err != nil {
 		return RunSpec{}, err
 	}
+	if s.DiskFormat, err = ParseDiskFormat("disk_format", 0, in.DiskFormat); err != nil {
+		return RunSpec{}, err
+	}
+	if s.UploadDiskFormats, err = ParseUploadDiskFormats(in.UploadDiskFormats); err != nil {
+		return RunSpec{}, err
+	}
+	s.ScratchDir = in.ScratchDir
 	if s.Builder, err = ParseBuilder(in.Builder); err != nil {
 		return RunSpec{}, err
 	}
@@ -332,6 +358,12 @@ func (s RunSpec) Validate() error {
 	if _, err := ParseVisibility(string(s.Visibility)); err != nil {
 		return err
 	}
+	if err := s.validateDiskFormats(); err != nil {
+		return err
+	}
+	if s.ScratchDir != "" && (!filepath.IsAbs(s.ScratchDir) || strings.ContainsFunc(s.ScratchDir, isControl)) {
+		return settingErr("scratch_dir", fmt.Sprintf("%q", s.ScratchDir), "give an absolute directory, or none for $TMPDIR")
+	}
 	switch s.Builder {
 	case BuilderOpenStack:
 		if s.Output != "" {
@@ -389,6 +421,85 @@ func (s RunSpec) validateLocalBase() error {
 		return settingErr("base_image_sha256", "", "use 64 lowercase hex digits")
 	}
 	return nil
+}
+
+// DiskFormat is a Glance disk format the builder converts copies to.
+type DiskFormat string
+
+// The disk formats of --disk-format.
+const (
+	DiskFormatQCOW2 DiskFormat = "qcow2"
+	DiskFormatRaw   DiskFormat = "raw"
+)
+
+// ParseDiskFormat accepts "" (the built image's), qcow2 or raw, any case;
+// a refusal names setting id (item i when > 0).
+func ParseDiskFormat(id string, i int, s string) (DiskFormat, error) {
+	switch f := DiskFormat(strings.ToLower(strings.TrimSpace(s))); f {
+	case "", DiskFormatQCOW2, DiskFormatRaw:
+		return f, nil
+	}
+	msg := "use qcow2 or raw, or none for the built image's format"
+	if i > 0 {
+		return "", errs.Wrap(errs.KindUsage, &SettingError{Setting: id, Item: i, Value: fmt.Sprintf("%q", s), Msg: msg}, "")
+	}
+	return "", settingErr(id, fmt.Sprintf("%q", s), "%s", msg)
+}
+
+// ParseUploadDiskFormats parses --upload-disk-format CLOUD=FORMAT values.
+func ParseUploadDiskFormats(items []string) (map[string]DiskFormat, error) {
+	if len(items) == 0 {
+		return nil, nil
+	}
+	out := map[string]DiskFormat{}
+	for _, it := range items {
+		cloud, format, ok := strings.Cut(it, "=")
+		if !ok || cloud == "" {
+			return nil, settingErr("upload_disk_formats", fmt.Sprintf("%q", it), "give CLOUD=FORMAT, e.g. cloud-a=raw")
+		}
+		f, err := ParseDiskFormat("upload_disk_formats", 0, format)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := out[cloud]; dup {
+			return nil, settingErr("upload_disk_formats", fmt.Sprintf("%q", it), "cloud %q is given twice", cloud)
+		}
+		out[cloud] = f
+	}
+	return out, nil
+}
+
+// validateDiskFormats checks DiskFormat and UploadDiskFormats: formats
+// qcow2 or raw, per-cloud ones only for upload clouds, and none for the
+// openstack builder's build cloud (its image is Nova's snapshot).
+func (s RunSpec) validateDiskFormats() error {
+	if _, err := ParseDiskFormat("disk_format", 0, string(s.DiskFormat)); err != nil {
+		return err
+	}
+	for _, cloud := range slices.Sorted(maps.Keys(s.UploadDiskFormats)) {
+		i := slices.Index(s.UploadClouds, cloud)
+		f := s.UploadDiskFormats[cloud]
+		switch {
+		case i < 0:
+			return settingErr("upload_disk_formats", fmt.Sprintf("%q", cloud), "is not one of {upload_clouds}")
+		case f != DiskFormatQCOW2 && f != DiskFormatRaw && f != "":
+			return errs.Wrap(errs.KindUsage, &SettingError{Setting: "upload_disk_formats", Item: i + 1,
+				Value: fmt.Sprintf("%q", f), Msg: "use qcow2 or raw, or none for the built image's format"}, "")
+		case f != "" && s.Builder == BuilderOpenStack && cloud == s.Cloud:
+			return errs.Wrap(errs.KindUsage, &SettingError{Setting: "upload_disk_formats", Item: i + 1,
+				Value: fmt.Sprintf("%q", cloud), Msg: "is the build cloud, whose image is the snapshot as Nova made it: give the format to the other clouds"}, "")
+		}
+	}
+	return nil
+}
+
+// CopyDiskFormat is the disk format of the copy to cloud: its own, else
+// DiskFormat; "" keeps the built image's.
+func (s RunSpec) CopyDiskFormat(cloud string) DiskFormat {
+	if f := s.UploadDiskFormats[cloud]; f != "" {
+		return f
+	}
+	return s.DiskFormat
 }
 
 // PublishClouds are the clouds that receive the image, in output order: the
@@ -718,4 +829,6 @@ type PublishedImage struct {
 	// the build collected none; Manifest is the file.
 	ManifestSHA256 string `json:"manifest_sha256,omitempty"`
 	Manifest       []byte `json:"-"`
+	// DiskFormat is the image's Glance disk format (qcow2, raw).
+	DiskFormat string `json:"disk_format,omitempty"`
 }

@@ -223,6 +223,48 @@ func TestListImagesQueryAndOrder(t *testing.T) {
 	}
 }
 
+// IncludeHidden lists twice, the second time with os_hidden=true (Glance
+// lists either kind, never both), and returns both lists as one.
+func TestListImagesIncludeHidden(t *testing.T) {
+	tests := []struct {
+		name    string
+		include bool
+		want    string
+		queries int
+	}{
+		{"visible only", false, "v", 1},
+		{"hidden too", true, "h,v", 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeCloud(t)
+			queries := 0
+			f.mux.HandleFunc("GET /image/v2/images", func(w http.ResponseWriter, r *http.Request) {
+				queries++
+				if r.URL.Query().Get("name") != "img" {
+					t.Errorf("query %q lost the name", r.URL.RawQuery)
+				}
+				if r.URL.Query().Get("os_hidden") == "true" {
+					serveJSON(w, 200, map[string]any{"images": []any{imageJSON("h", "img", "queued", "2026-01-02T00:00:00Z")}})
+					return
+				}
+				serveJSON(w, 200, map[string]any{"images": []any{imageJSON("v", "img", "active", "2026-01-01T00:00:00Z")}})
+			})
+			ims, err := f.connect(t).ListImages(context.Background(), ImageQuery{Name: "img", IncludeHidden: tt.include})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, im := range ims {
+				got = append(got, im.ID)
+			}
+			if strings.Join(got, ",") != tt.want || queries != tt.queries {
+				t.Errorf("got %v in %d queries, want %s in %d", got, queries, tt.want, tt.queries)
+			}
+		})
+	}
+}
+
 func TestUpdateImagePatch(t *testing.T) {
 	f := newFakeCloud(t)
 	var patch []map[string]any
@@ -238,13 +280,13 @@ func TestUpdateImagePatch(t *testing.T) {
 		}
 		serveJSON(w, 200, imageJSON("i1", "img", "active", "2026-01-01T00:00:00Z"))
 	})
-	err := f.connect(t).UpdateImage(context.Background(), "i1",
-		map[string]string{"architecture": "aarch64", "os_distro": "ubuntu"}, "public")
+	err := f.connect(t).UpdateImage(context.Background(), "i1", ImageUpdate{
+		Properties: map[string]string{"architecture": "aarch64", "os_distro": "ubuntu"}, Visibility: "public", Unhide: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, _ := json.Marshal(patch)
-	want := `[{"op":"replace","path":"/architecture","value":"aarch64"},{"op":"add","path":"/os_distro","value":"ubuntu"},{"op":"replace","path":"/visibility","value":"public"}]`
+	want := `[{"op":"replace","path":"/architecture","value":"aarch64"},{"op":"add","path":"/os_distro","value":"ubuntu"},{"op":"replace","path":"/visibility","value":"public"},{"op":"replace","path":"/os_hidden","value":false}]`
 	if string(got) != want {
 		t.Errorf("patch\n got %s\nwant %s", got, want)
 	}

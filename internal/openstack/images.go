@@ -36,7 +36,7 @@ type Images interface {
 	GetImage(ctx context.Context, id string) (*Image, error)
 	ListImagesByName(ctx context.Context, name string, activeOnly bool) ([]Image, error)
 	ListImages(ctx context.Context, q ImageQuery) ([]Image, error)
-	UpdateImage(ctx context.Context, id string, properties map[string]string, visibility string) error
+	UpdateImage(ctx context.Context, id string, u ImageUpdate) error
 	DeleteImage(ctx context.Context, id string) error
 	WaitImageActive(ctx context.Context, id string) (*Image, error)
 	LatestImageID(ctx context.Context, name string, anyStatus bool) (string, error)
@@ -50,6 +50,16 @@ type ImageSpec struct {
 	Visibility      string // private (default), shared, community, public
 	Properties      map[string]string
 	Tags            []string
+	// Hidden creates the image with os_hidden: Glance leaves it out of
+	// every listing that does not ask for hidden images.
+	Hidden bool
+}
+
+// ImageUpdate is one change to an image, made in one PATCH.
+type ImageUpdate struct {
+	Properties map[string]string // added or replaced
+	Visibility string            // "": unchanged
+	Unhide     bool              // clear os_hidden
 }
 
 // Image is the part of a Glance image the builder reads.
@@ -64,6 +74,7 @@ type Image struct {
 	DiskFormat      string
 	ContainerFormat string
 	Visibility      string
+	Hidden          bool // os_hidden
 	Owner           string
 	Tags            []string
 	Properties      map[string]string // string-valued extra properties
@@ -74,7 +85,7 @@ func toImage(im *images.Image) Image {
 	out := Image{
 		ID: im.ID, Name: im.Name, Status: string(im.Status), SizeBytes: im.SizeBytes,
 		Checksum: im.Checksum, DiskFormat: im.DiskFormat, ContainerFormat: im.ContainerFormat,
-		Visibility: string(im.Visibility), Owner: im.Owner, Tags: im.Tags, CreatedAt: im.CreatedAt,
+		Visibility: string(im.Visibility), Hidden: im.Hidden, Owner: im.Owner, Tags: im.Tags, CreatedAt: im.CreatedAt,
 		Properties: map[string]string{},
 	}
 	for k, v := range im.Properties {
@@ -109,6 +120,9 @@ func (c *Cloud) CreateImage(ctx context.Context, spec ImageSpec) (*Image, error)
 	if spec.Visibility != "" {
 		v := images.ImageVisibility(spec.Visibility)
 		opts.Visibility = &v
+	}
+	if spec.Hidden {
+		opts.Hidden = &spec.Hidden
 	}
 	im, err := images.Create(ctx, c.image, opts).Extract()
 	if err != nil {
@@ -185,6 +199,11 @@ type ImageQuery struct {
 	Visibility string            // all, public, private, shared, community
 	Properties map[string]string // exact values
 	Tags       []string          // all must be present
+	// IncludeHidden lists hidden (os_hidden) images too; Glance's own
+	// listing leaves them out.
+	IncludeHidden bool
+
+	onlyHidden bool // the second listing of IncludeHidden
 }
 
 // ToImageListQuery implements images.ListOptsBuilder.
@@ -202,6 +221,9 @@ func (q ImageQuery) ToImageListQuery() (string, error) {
 	set("status", q.Status)
 	set("owner", q.Owner)
 	set("visibility", q.Visibility)
+	if q.onlyHidden {
+		v.Set("os_hidden", "true")
+	}
 	for _, t := range q.Tags {
 		v.Add("tag", t)
 	}
@@ -212,7 +234,30 @@ func (q ImageQuery) ToImageListQuery() (string, error) {
 }
 
 // ListImages lists the images matching q, newest first (ties by ID).
+// With q.IncludeHidden it lists twice (Glance lists either the hidden
+// images or the others) and returns both.
 func (c *Cloud) ListImages(ctx context.Context, q ImageQuery) ([]Image, error) {
+	out, err := c.listImages(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if q.IncludeHidden {
+		q.onlyHidden = true
+		hidden, err := c.listImages(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		for _, im := range hidden {
+			if !slices.ContainsFunc(out, func(o Image) bool { return o.ID == im.ID }) {
+				out = append(out, im)
+			}
+		}
+	}
+	sortNewestFirst(out)
+	return out, nil
+}
+
+func (c *Cloud) listImages(ctx context.Context, q ImageQuery) ([]Image, error) {
 	var out []Image
 	err := Retry(ctx, c.log, "list images", func(ctx context.Context) error {
 		pages, err := images.List(c.image, q).AllPages(ctx)
@@ -232,7 +277,6 @@ func (c *Cloud) ListImages(ctx context.Context, q ImageQuery) ([]Image, error) {
 	if err != nil {
 		return nil, classify(err, "list images")
 	}
-	sortNewestFirst(out)
 	return out, nil
 }
 
@@ -261,23 +305,26 @@ func (c *Cloud) LatestImageID(ctx context.Context, name string, anyStatus bool) 
 	return ims[0].ID, nil
 }
 
-// UpdateImage sets properties (added or replaced) and, when not empty, the
-// visibility of image id, in one PATCH.
-func (c *Cloud) UpdateImage(ctx context.Context, id string, properties map[string]string, visibility string) error {
+// UpdateImage sets u's properties (added or replaced), its visibility when
+// not empty, and clears os_hidden when u.Unhide, in one PATCH.
+func (c *Cloud) UpdateImage(ctx context.Context, id string, u ImageUpdate) error {
 	cur, err := c.GetImage(ctx, id)
 	if err != nil {
 		return err
 	}
 	var ops images.UpdateOpts
-	for _, k := range slices.Sorted(maps.Keys(properties)) {
+	for _, k := range slices.Sorted(maps.Keys(u.Properties)) {
 		op := images.AddOp
 		if _, ok := cur.Properties[k]; ok {
 			op = images.ReplaceOp // Glance refuses add on an existing property
 		}
-		ops = append(ops, images.UpdateImageProperty{Op: op, Name: k, Value: properties[k]})
+		ops = append(ops, images.UpdateImageProperty{Op: op, Name: k, Value: u.Properties[k]})
 	}
-	if visibility != "" {
-		ops = append(ops, images.UpdateVisibility{Visibility: images.ImageVisibility(visibility)})
+	if u.Visibility != "" {
+		ops = append(ops, images.UpdateVisibility{Visibility: images.ImageVisibility(u.Visibility)})
+	}
+	if u.Unhide {
+		ops = append(ops, images.ReplaceImageHidden{NewHidden: false})
 	}
 	if len(ops) == 0 {
 		return nil

@@ -262,7 +262,7 @@ func TestITImages(t *testing.T) {
 	})
 
 	t.Run("update properties", func(t *testing.T) {
-		if err := c.UpdateImage(ctx, first.ID, map[string]string{"os_distro": "debian", "grib_published": "true"}, "shared"); err != nil {
+		if err := c.UpdateImage(ctx, first.ID, ImageUpdate{Properties: map[string]string{"os_distro": "debian", "grib_published": "true"}, Visibility: "shared"}); err != nil {
 			t.Fatal(err)
 		}
 		im, err := c.GetImage(ctx, first.ID)
@@ -271,6 +271,40 @@ func TestITImages(t *testing.T) {
 		}
 		if im.Properties["os_distro"] != "debian" || im.Properties["grib_published"] != "true" || im.Visibility != "shared" {
 			t.Errorf("after update: %+v", im)
+		}
+	})
+
+	// A hidden image is in no listing but one that asks for hidden images,
+	// until it is unhidden.
+	t.Run("hidden until unhidden", func(t *testing.T) {
+		hidden, err := c.CreateImage(ctx, ImageSpec{Name: name + "-hidden", DiskFormat: "raw", ContainerFormat: "bare", Hidden: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := cleanupCtx()
+			defer cancel()
+			_ = c.DeleteImage(ctx, hidden.ID)
+		})
+		listed := func(include bool) bool {
+			t.Helper()
+			ims, err := c.ListImages(ctx, ImageQuery{Name: name + "-hidden", IncludeHidden: include})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return slices.Contains(ids(ims), hidden.ID)
+		}
+		if !hidden.Hidden || listed(false) || !listed(true) {
+			t.Fatalf("created hidden=%v; listed without hidden %v, with %v; want true, false, true", hidden.Hidden, listed(false), listed(true))
+		}
+		if byName, err := c.ListImagesByName(ctx, name+"-hidden", false); err != nil || len(byName) != 0 {
+			t.Errorf("ListImagesByName lists the hidden image: %v, %v", ids(byName), err)
+		}
+		if err := c.UpdateImage(ctx, hidden.ID, ImageUpdate{Unhide: true}); err != nil {
+			t.Fatal(err)
+		}
+		if im, err := c.GetImage(ctx, hidden.ID); err != nil || im.Hidden || !listed(false) {
+			t.Errorf("after unhiding: %+v, %v; listed %v", im, err, listed(false))
 		}
 	})
 

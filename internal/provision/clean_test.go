@@ -1,14 +1,17 @@
 package provision
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
@@ -50,8 +53,8 @@ func TestClean(t *testing.T) {
 		help string
 		want []string // commands after the help, in order
 	}{
-		{"current cloud-init", cleanHelp24, []string{"sudo -n cloud-init clean --logs --seed --machine-id --configs all", "sudo -n " + discardCommand, "sudo -n sync"}},
-		{"old cloud-init", cleanHelp20, []string{"sudo -n cloud-init clean --logs --seed", "sudo -n truncate -s 0 /etc/machine-id", "sudo -n " + discardCommand, "sudo -n sync"}},
+		{"current cloud-init", cleanHelp24, []string{"sudo -n cloud-init clean --logs --seed --machine-id --configs all", "sudo -n fstrim --all --verbose", "sudo -n sync"}},
+		{"old cloud-init", cleanHelp20, []string{"sudo -n cloud-init clean --logs --seed", "sudo -n truncate -s 0 /etc/machine-id", "sudo -n fstrim --all --verbose", "sudo -n sync"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -168,6 +171,83 @@ func TestPowerOff(t *testing.T) {
 			}
 			if tt.wantErr && (!errs.Is(err, errs.KindBuild) || !strings.Contains(err.Error(), "password is required")) {
 				t.Errorf("error %v", err)
+			}
+		})
+	}
+}
+
+// A disk that does not pass discards makes fstrim fail: the cleaning goes
+// on (sync still runs) and the failure is logged as a warning.
+func TestCleanFstrimFailureIsNotFatal(t *testing.T) {
+	f := startFakeGuest(t, nil)
+	var ran []string
+	var mu sync.Mutex
+	f.setHandler(func(e *execRequest) int {
+		mu.Lock()
+		ran = append(ran, e.Cmd)
+		mu.Unlock()
+		switch e.Cmd {
+		case "cloud-init clean --help":
+			_, _ = e.Stdout.Write([]byte(cleanHelp24))
+		case "sudo -n fstrim --all --verbose":
+			_, _ = e.Stderr.Write([]byte("fstrim: /: the discard operation is not supported\n"))
+			return 1
+		}
+		return 0
+	})
+	var logs bytes.Buffer
+	g := f.dial(t)
+	g.log = slog.New(slog.NewTextHandler(&logs, nil))
+	if err := g.Clean(context.Background()); err != nil {
+		t.Fatalf("Clean: %v, want fstrim's failure tolerated", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ran) == 0 || ran[len(ran)-1] != "sudo -n sync" {
+		t.Errorf("commands %q: want sync last, after fstrim", ran)
+	}
+	if !strings.Contains(logs.String(), "level=WARN msg=\"fstrim failed") || !strings.Contains(logs.String(), "discard operation is not supported") {
+		t.Errorf("log %q has no warning naming fstrim's failure", logs.String())
+	}
+}
+
+// The zeroing script is a golden file, passes shellcheck, and is sent as
+// root's sh -c; its failure is a build error naming what failed.
+func TestZeroFreeSpace(t *testing.T) {
+	golden := filepath.Join("testdata", "zero-free-space.sh.golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(zeroFreeSpaceCommand+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(want) != zeroFreeSpaceCommand+"\n" {
+		t.Errorf("the zeroing script differs from %s (go test -update)", golden)
+	}
+	if _, err := exec.LookPath("shellcheck"); err == nil {
+		if out, err := exec.Command("shellcheck", "-s", "sh", golden).CombinedOutput(); err != nil {
+			t.Errorf("shellcheck %s: %v\n%s", golden, err, out)
+		}
+	}
+	cmd := "sudo -n /bin/sh -c " + shellQuote(zeroFreeSpaceCommand) + " grib-zero"
+	tests := []struct {
+		name string
+		code int
+		ok   bool
+	}{{"zeroed", 0, true}, {"failed", 1, false}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startFakeGuest(t, nil)
+			f.setHandler(scripted(t, map[string]answer{cmd: {stdout: "zeroed the free space of /\n", stderr: "findmnt: broken", code: tt.code}}))
+			err := f.dial(t).ZeroFreeSpace(context.Background())
+			if tt.ok != (err == nil) || (!tt.ok && (!errs.Is(err, errs.KindBuild) || !strings.Contains(err.Error(), "findmnt: broken"))) {
+				t.Errorf("err = %v, want ok %v (else a build error with the guest's message)", err, tt.ok)
+			}
+			if got := f.commands(); !slices.Equal(got, []string{cmd}) {
+				t.Errorf("commands %q, want the script as root", got)
 			}
 		})
 	}

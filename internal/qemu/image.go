@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 )
 
@@ -157,6 +158,20 @@ func publishFile(tmp, path string) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
 		return err
+	}
+	return nil
+}
+
+// ConvertImage writes src (of format srcFormat) to dst as dstFormat (raw
+// or qcow2) with qemu-img (qemuImg, "" for the one on PATH), its
+// environment config.ChildEnv(getenv). dst must not exist.
+func ConvertImage(ctx context.Context, getenv func(string) string, qemuImg, src, srcFormat, dst, dstFormat string) error {
+	if qemuImg == "" {
+		qemuImg = "qemu-img"
+	}
+	args := []string{"convert", "-f", srcFormat, "-O", dstFormat, "--", src, dst}
+	if err := convert(ctx, config.ChildEnv(getenv), qemuImg, args, nil); err != nil {
+		return fmt.Errorf("converting %s to %s: %w", src, dstFormat, err)
 	}
 	return nil
 }

@@ -79,6 +79,7 @@ func (c *Config) specTemplate(cell Cell, protect []string) config.RunSpec {
 	spec := c.Build
 	spec.ImageName, spec.Arch, spec.Base = cell.ImageName, cell.Arch, cell.Base
 	spec.UploadClouds, spec.Protect = slices.Clone(c.Build.UploadClouds), slices.Clone(protect)
+	spec.UploadDiskFormats = maps.Clone(c.Build.UploadDiskFormats)
 	spec.Secrets = map[string]config.Secret{}
 	if i := c.imageIndex(cell); i >= 0 {
 		c.Images[i].apply(&spec)

@@ -226,11 +226,13 @@ func (e *lineError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e
 
 // fileConfig is the file's shape; every key is optional unless Validate says.
 type fileConfig struct {
-	Builder      string   `yaml:"builder"`
-	Cloud        string   `yaml:"cloud"`
-	CloudsFile   string   `yaml:"clouds_file"`
-	UploadClouds []string `yaml:"upload_clouds"`
-	Prefix       string   `yaml:"prefix"`
+	Builder      string           `yaml:"builder"`
+	Cloud        string           `yaml:"cloud"`
+	CloudsFile   string           `yaml:"clouds_file"`
+	UploadClouds fileUploadClouds `yaml:"upload_clouds"` // names, or {name, disk_format}
+	DiskFormat   string           `yaml:"disk_format"`
+	ScratchDir   string           `yaml:"scratch_dir"`
+	Prefix       string           `yaml:"prefix"`
 	Matrix       struct {
 		Bases  []string `yaml:"bases"`
 		Arches []string `yaml:"arches"`
@@ -271,6 +273,7 @@ type fileConfig struct {
 		Copy      duration `yaml:"copy"`
 	} `yaml:"timeouts"`
 	InsecureSkipHostKeyCheck bool `yaml:"insecure_skip_host_key_check"`
+	ZeroFreeSpace            bool `yaml:"zero_free_space"`
 	Local                    struct {
 		OutputDir string `yaml:"output_dir"`
 		Isolated  bool   `yaml:"isolated"`
@@ -457,7 +460,7 @@ func (v *validator) convert(fc *fileConfig) *Config {
 			RunnerRepo: fc.Runner.Repo, RunnerAPIURL: fc.Runner.APIURL,
 			Proxy: fc.Proxy.Guest, HostProxy: fc.Proxy.Host, ScriptURL: fc.Script.URL,
 			UserDataFile: fc.UserDataFile, VerifyScriptFile: fc.VerifyScriptFile, SkipDefaultChecks: fc.SkipDefaultChecks,
-			InsecureSkipHostKeyCheck: fc.InsecureSkipHostKeyCheck, Isolated: fc.Local.Isolated,
+			InsecureSkipHostKeyCheck: fc.InsecureSkipHostKeyCheck, ZeroFreeSpace: fc.ZeroFreeSpace, Isolated: fc.Local.Isolated,
 			SSHJump: config.SSHJump{Host: fc.SSHJump.Host, Key: fc.SSHJump.Key, KnownHosts: fc.SSHJump.KnownHosts},
 		},
 		CloudsFile: fc.CloudsFile, RunnerToken: fc.Runner.Token, ScriptSecrets: fc.Script.Secrets,
@@ -485,7 +488,12 @@ func (v *validator) convert(fc *fileConfig) *Config {
 		v.fail("local.output_dir", "applies only to builder local")
 	}
 	v.checkPath("clouds_file", c.CloudsFile)
-	c.Build.UploadClouds = fc.UploadClouds
+	c.Build.UploadClouds = fc.UploadClouds.names()
+	c.Build.UploadDiskFormats = v.diskFormats("", fc.UploadClouds)
+	if c.Build.DiskFormat, err = config.ParseDiskFormat("disk_format", 0, fc.DiskFormat); err != nil {
+		v.failSetting(err)
+	}
+	c.Build.ScratchDir = fc.ScratchDir
 	if c.Build.Prefix == "" {
 		v.fail("prefix", "required: it names the images (<prefix>-<base>-<arch>) and every builder resource")
 	}
@@ -591,6 +599,27 @@ func (v *validator) settings(c *Config) {
 	}
 }
 
+// diskFormats parses the per-cloud disk formats of an upload_clouds list
+// (under prefix, e.g. "images.1."); nil when no item gives one.
+func (v *validator) diskFormats(prefix string, l fileUploadClouds) map[string]config.DiskFormat {
+	var out map[string]config.DiskFormat
+	for i, u := range l {
+		if u.DiskFormat == "" {
+			continue
+		}
+		f, err := config.ParseDiskFormat("upload_disk_formats", i+1, u.DiskFormat)
+		if err != nil {
+			v.failSettingAt(prefix, err)
+			continue
+		}
+		if out == nil {
+			out = map[string]config.DiskFormat{}
+		}
+		out[u.Name] = f
+	}
+	return out
+}
+
 // failSetting records a refused build setting (a *config.SettingError) at
 // its key, an item of a list at the item's line.
 func (v *validator) failSetting(err error) { v.failSettingAt("", err) }
@@ -605,7 +634,10 @@ func (v *validator) failSettingAt(prefix string, err error) {
 		return
 	}
 	key := prefix + config.KeyOf(se.Setting)
-	if se.Item > 0 {
+	switch {
+	case se.Item > 0 && strings.Contains(key, ".*."): // a key of a list's items
+		key = strings.Replace(key, ".*.", "."+strconv.Itoa(se.Item-1)+".", 1)
+	case se.Item > 0:
 		key += "." + strconv.Itoa(se.Item-1)
 	}
 	v.fail(key, "%s", se.Detail(config.KeyOf))

@@ -2,6 +2,7 @@ package service
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,9 +29,12 @@ type ImageSettings struct {
 	Flavor, Network *string // nil = the top level's
 	// Script replaces the top level's script whole (URL and secrets): a
 	// script never receives another script's secrets. nil = the top level's.
-	Script        *ImageScript
-	UploadClouds  []string // nil = the top level's; [] = only the build cloud
-	KeepRevisions *int
+	Script       *ImageScript
+	UploadClouds []string // nil = the top level's; [] = only the build cloud
+	// UploadDiskFormats are the per-cloud formats of UploadClouds; with
+	// UploadClouds set they replace the top level's.
+	UploadDiskFormats map[string]config.DiskFormat
+	KeepRevisions     *int
 	// The boot-test, volume and disk-format settings go here (and in
 	// fileImage, imageKeys, apply, imageSets) when they exist.
 }
@@ -43,12 +47,12 @@ type ImageScript struct {
 
 // fileImage is an `images:` entry's shape in the file.
 type fileImage struct {
-	Base          string    `yaml:"base"`
-	Arch          string    `yaml:"arch"`
-	Flavor        *string   `yaml:"flavor"`
-	Network       *string   `yaml:"network"`
-	UploadClouds  *[]string `yaml:"upload_clouds"`
-	KeepRevisions *int      `yaml:"keep_revisions"`
+	Base          string            `yaml:"base"`
+	Arch          string            `yaml:"arch"`
+	Flavor        *string           `yaml:"flavor"`
+	Network       *string           `yaml:"network"`
+	UploadClouds  *fileUploadClouds `yaml:"upload_clouds"`
+	KeepRevisions *int              `yaml:"keep_revisions"`
 	Script        *struct {
 		URL     string               `yaml:"url"`
 		Secrets map[string]SecretRef `yaml:"secrets"`
@@ -126,7 +130,8 @@ func (v *validator) images(list fileImages, c *Config) {
 			im.Arch = a
 		}
 		if fi.UploadClouds != nil {
-			im.UploadClouds = append([]string{}, *fi.UploadClouds...)
+			im.UploadClouds = append([]string{}, fi.UploadClouds.names()...)
+			im.UploadDiskFormats = v.diskFormats(name+".", *fi.UploadClouds)
 		}
 		if fi.Script != nil {
 			im.Script = &ImageScript{URL: fi.Script.URL, Secrets: fi.Script.Secrets}
@@ -168,6 +173,7 @@ func (im *ImageSettings) apply(spec *config.RunSpec) {
 	}
 	if im.UploadClouds != nil {
 		spec.UploadClouds = slices.Clone(im.UploadClouds)
+		spec.UploadDiskFormats = maps.Clone(im.UploadDiskFormats)
 	}
 	if im.KeepRevisions != nil {
 		spec.KeepRevisions = *im.KeepRevisions
@@ -184,7 +190,7 @@ func (im *ImageSettings) imageSets(id string) bool {
 		return im.Network != nil
 	case "script_url":
 		return im.Script != nil
-	case "upload_clouds":
+	case "upload_clouds", "upload_disk_formats":
 		return im.UploadClouds != nil
 	case "keep_revisions":
 		return im.KeepRevisions != nil
