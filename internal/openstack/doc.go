@@ -5,7 +5,7 @@
 //
 // Conventions:
 //   - every call takes a context first; every wait (WaitServer,
-//     WaitImageActive, DeleteServer, StopServer) polls from 100 ms up to a
+//     WaitImageActive, DeleteServer, StopServer) polls from 500 ms up to a
 //     2 s cap and ends with ctx;
 //   - idempotent calls (get, list, delete) are retried on transient errors
 //     (IsTransient) with a bounded backoff; creates never are;
