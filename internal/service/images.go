@@ -35,8 +35,11 @@ type ImageSettings struct {
 	// UploadClouds set they replace the top level's.
 	UploadDiskFormats map[string]config.DiskFormat
 	KeepRevisions     *int
-	// The boot-test, volume and disk-format settings go here (and in
-	// fileImage, imageKeys, apply, imageSets) when they exist.
+	// DiskFormat is the copies' format where UploadDiskFormats names none;
+	// nil = the top level's.
+	DiskFormat *config.DiskFormat
+	// The boot-test and volume settings go here (and in fileImage,
+	// imageKeys, apply, imageSets) when they exist.
 }
 
 // ImageScript is an entry's script: its URL and the secrets it gets.
@@ -53,6 +56,7 @@ type fileImage struct {
 	Network       *string           `yaml:"network"`
 	UploadClouds  *fileUploadClouds `yaml:"upload_clouds"`
 	KeepRevisions *int              `yaml:"keep_revisions"`
+	DiskFormat    *string           `yaml:"disk_format"`
 	Script        *struct {
 		URL     string               `yaml:"url"`
 		Secrets map[string]SecretRef `yaml:"secrets"`
@@ -60,7 +64,7 @@ type fileImage struct {
 }
 
 // imageKeys are the keys an entry may have.
-var imageKeys = []string{"base", "arch", "flavor", "network", "upload_clouds", "keep_revisions", "script"}
+var imageKeys = []string{"base", "arch", "flavor", "network", "upload_clouds", "keep_revisions", "disk_format", "script"}
 
 // fileImages decodes the `images:` list, refusing an unknown key with the
 // entry's name ("images.N.KEY"), which the file's strict decoding cannot.
@@ -133,6 +137,13 @@ func (v *validator) images(list fileImages, c *Config) {
 			im.UploadClouds = append([]string{}, fi.UploadClouds.names()...)
 			im.UploadDiskFormats = v.diskFormats(name+".", *fi.UploadClouds)
 		}
+		if fi.DiskFormat != nil {
+			f, err := config.ParseDiskFormat("disk_format", 0, *fi.DiskFormat)
+			if err != nil {
+				v.failSettingAt(name+".", err)
+			}
+			im.DiskFormat = &f
+		}
 		if fi.Script != nil {
 			im.Script = &ImageScript{URL: fi.Script.URL, Secrets: fi.Script.Secrets}
 			for s := range fi.Script.Secrets {
@@ -178,6 +189,9 @@ func (im *ImageSettings) apply(spec *config.RunSpec) {
 	if im.KeepRevisions != nil {
 		spec.KeepRevisions = *im.KeepRevisions
 	}
+	if im.DiskFormat != nil {
+		spec.DiskFormat = *im.DiskFormat
+	}
 }
 
 // imageSets reports whether the entry sets the setting id (a Settings ID),
@@ -194,6 +208,8 @@ func (im *ImageSettings) imageSets(id string) bool {
 		return im.UploadClouds != nil
 	case "keep_revisions":
 		return im.KeepRevisions != nil
+	case "disk_format":
+		return im.DiskFormat != nil
 	}
 	return false
 }

@@ -117,6 +117,33 @@ func TestImagesOverridesAndInheritance(t *testing.T) {
 	}
 }
 
+// disk_format in an entry sets its cells' copies' format over the top
+// level's; a cell without one keeps the top level's, and an upload cloud's
+// own format (upload_clouds: [{name, disk_format}]) stays its own.
+func TestImagesDiskFormat(t *testing.T) {
+	conf := strings.Replace(imagesBase, "upload_clouds: [c1]\n", "upload_clouds: [c1, {name: c2, disk_format: qcow2}]\ndisk_format: qcow2\n", 1) + `images:
+  - base: noble
+    disk_format: raw
+`
+	c, err := ParseConfig("c.yaml", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"grib-noble-x64": "raw", "grib-noble-arm64": "raw", "grib-jammy-x64": "qcow2", "grib-jammy-arm64": "qcow2"}
+	for _, cell := range c.Cells() {
+		spec, err := c.RunSpec(cell, func(string) string { return "x" }, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", cell.ImageName, err)
+		}
+		if got := string(spec.DiskFormat); got != want[cell.ImageName] {
+			t.Errorf("%s: disk format %q, want %q", cell.ImageName, got, want[cell.ImageName])
+		}
+		if got := spec.UploadDiskFormats["c2"]; got != "qcow2" {
+			t.Errorf("%s: c2's own format %q, want qcow2 kept", cell.ImageName, got)
+		}
+	}
+}
+
 // A bad entry is reported with the file, the line and the entry's key
 // (images.N.KEY), whether the service checks it or RunSpec.Validate does.
 func TestImagesErrors(t *testing.T) {
@@ -134,6 +161,8 @@ func TestImagesErrors(t *testing.T) {
 			`c.yaml:17: images.0.script.url: "ftp://x/s.sh": use an http:// or https:// URL`},
 		{"upload cloud listed twice", "images:\n  - base: noble\n    upload_clouds:\n      - a\n      - a\n",
 			`c.yaml:18: images.0.upload_clouds.1: cloud "a" is listed twice`},
+		{"disk format", "images:\n  - base: noble\n    disk_format: vmdk\n",
+			`c.yaml:16: images.0.disk_format: "vmdk": use qcow2 or raw`},
 		{"unknown key", "images:\n  - base: noble\n    flavour: big\n",
 			"c.yaml:16: images.0: unknown key flavour (an entry sets base, arch, flavor"},
 		{"wrong type", "images:\n  - base: noble\n    keep_revisions: many\n",
