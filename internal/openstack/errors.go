@@ -143,9 +143,9 @@ func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.C
 // pollIntervals is the polling schedule of every wait: it starts at half a
 // second and is capped at 2 s. A poll is not free for the cloud: Nova answers
 // each GET of a server with two Neutron lists (its ports and security
-// groups), so polls were most of a build's API load, and with a 100 ms start
-// four builds at once made the test cloud CPU-bound (bench/README.md,
-// Parallel matrix); a state change is still noticed within 2 s.
+// groups), so polls were the largest part of the API load a build itself
+// makes (bench/README.md, Parallel matrix); a state change is still noticed
+// within 2 s.
 const (
 	pollFirst = 500 * time.Millisecond
 	pollMax   = 2 * time.Second
