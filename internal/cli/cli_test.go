@@ -268,7 +268,8 @@ func TestDryRunGolden(t *testing.T) {
 	}{
 		{"dryrun-openstack.txt", secretEnv, pinned("--os-cloud", "build", "run", "p-noble-x64", "--arch", "amd64",
 			"--prefix", "p", "-k", "3", "--upload-clouds", "east,west", "--proxy", "squid.internal:3128",
-			"--script-url", "https://example.com/setup.sh?token=do-not-print-me", "--dry-run")},
+			"--script-url", "https://example.com/setup.sh?token=do-not-print-me",
+			"--ssh-jump", "bastion@127.0.0.1:2222", "--ssh-jump-known-hosts", "testdata/jump_known_hosts", "--dry-run")},
 		{"dryrun-openstack.json", secretEnv, pinned("run", "img", "--arch", "arm", "-b", "resolute", "--format", "json",
 			"--script-url", "https://example.com/s/do-not-print-me/setup.sh", "--user-data", "testdata/userdata.sh", "--flavor", "builder", "--network", "net", "--dry-run")},
 		{"dryrun-local.txt", nil, pinned("run", "img", "--arch", "x64", "--builder", "local", "--isolated",

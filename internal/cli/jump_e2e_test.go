@@ -46,6 +46,7 @@ func (b jumpGuestBuild) Build(ctx context.Context, log *slog.Logger, job builder
 	steps := slices.DeleteFunc(builder.GuestSteps(builder.GuestConfig{
 		Address: func(context.Context) (string, error) { return b.guest.Addr, nil },
 		Signer:  b.signer,
+		HostKey: b.guest.HostKey.PublicKey(), // as a build pins the key it generated
 		Console: func(context.Context) (string, error) { return b.guest.Console(), nil },
 		Jump:    jump,
 		Script:  job.Script, Secrets: job.Spec.Secrets, Checks: job.Checks,
@@ -169,7 +170,8 @@ func TestRunThroughJumpHost(t *testing.T) {
 		{name: "no key and no agent", knownHosts: jump.KnownHostsFile, code: 2,
 			errLine: []string{"no key for the jump host: give --ssh-jump-key, or run an SSH agent holding it (SSH_AUTH_SOCK is unset)"}},
 		{name: "jump host down", key: jump.KeyFile, knownHosts: deadKnownHosts, jump: deadJump, timeout: "3s", code: 6,
-			errLine: []string{"no SSH server answered on " + guest.Addr + " through the jump host " + deadAddr + " within 3s", "connection refused"}},
+			errLine: []string{"exceeded its deadline of 3s (raise it with --ssh-timeout)", "no SSH connection to " + guest.Addr,
+				"jump host " + deadAddr + ": dial tcp " + deadAddr + ": connect: connection refused"}},
 		{name: "wrong jump host key", key: jump.KeyFile, knownHosts: wrongKnownHosts, code: 4,
 			errLine: []string{"SSH to " + guest.Addr + " through the jump host", "the jump host " + jump.Addr + " presented host key", "which is not the one " + wrongKnownHosts + " line 1 lists for it"}},
 	}

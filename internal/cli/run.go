@@ -192,6 +192,7 @@ type Plan struct {
 	Output        string             `json:"output,omitempty"`
 	Flavor        string             `json:"flavor"`
 	Network       string             `json:"network"`
+	SSHJump       string             `json:"ssh_jump,omitempty"` // user@host[:port]; "": direct
 	Runner        RunnerPlan         `json:"runner"`
 	Proxy         string             `json:"proxy"`
 	ScriptURL     string             `json:"script_url"`
@@ -233,7 +234,7 @@ func (inv *invocation) plan(spec config.RunSpec, runner release.Release, userDat
 	}
 	p := Plan{
 		Builder: spec.Builder, Cloud: spec.Cloud, Arch: spec.Arch, Base: spec.Base,
-		StateDir: stateDir, Output: spec.Output, Flavor: spec.Flavor, Network: spec.Network,
+		StateDir: stateDir, Output: spec.Output, Flavor: spec.Flavor, Network: spec.Network, SSHJump: spec.SSHJump.Host,
 		Runner: RunnerPlan{Repo: runner.Repo, Version: runner.Version, Arch: string(runner.Arch), URL: runner.URL, SHA256: runner.SHA256},
 		Proxy:  spec.Proxy, ScriptURL: scriptURL, SecretNames: spec.SecretNames(),
 		KeepRevisions: spec.KeepRevisions, Visibility: spec.Visibility,
@@ -292,6 +293,9 @@ func WritePlan(w io.Writer, f Format, p Plan) error {
 		row("network", or(p.Network, "the one with a subnet"))
 	} else {
 		row("output", or(p.Output, notSet))
+	}
+	if p.SSHJump != "" {
+		row("ssh", "through the jump host "+p.SSHJump)
 	}
 	row("state dir", p.StateDir)
 	switch {
