@@ -2,9 +2,6 @@ package builder
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,6 +10,7 @@ import (
 
 	"github.com/runner-image-builder/github-runner-image-builder/internal/config"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
 
 // Both builders read --ssh-jump in "prepare" (before anything is made)
@@ -20,20 +18,9 @@ import (
 // fails with a usage error.
 func TestPrepareReadsTheJumpHost(t *testing.T) {
 	dir := t.TempDir()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer, keyPEM := testenv.NewEd25519(t, "")
 	keyFile, knownHosts := filepath.Join(dir, "id"), filepath.Join(dir, "known_hosts")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(knownHosts, []byte("[127.0.0.9]:2222 "+string(ssh.MarshalAuthorizedKey(signer.PublicKey()))), 0o600); err != nil {

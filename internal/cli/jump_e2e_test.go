@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -133,15 +132,11 @@ func TestRunThroughJumpHost(t *testing.T) {
 	}
 	userData := write("user-data", "#cloud-config\n")
 	verify := write("verify.sh", "#!/bin/sh\ntest -s stored\n")
-	_, otherHost := newJumpTestKey(t)
+	otherHost, _ := testenv.NewEd25519(t, "")
 	wrongKnownHosts := write("wrong_known_hosts", testenv.KnownHostsLine(jump.Addr, otherHost.PublicKey()))
 	agentSock := serveAgent(t, jump.KeyFile)
-	stranger, _ := newJumpTestKey(t)
-	block, err := ssh.MarshalPrivateKey(stranger, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	strangerKey := write("stranger_ed25519", string(pem.EncodeToMemory(block)))
+	_, strangerPEM := testenv.NewEd25519(t, "")
+	strangerKey := write("stranger_ed25519", string(strangerPEM))
 	// A jump host whose address nobody listens on.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -261,17 +256,4 @@ func TestRunThroughJumpHost(t *testing.T) {
 			}
 		})
 	}
-}
-
-func newJumpTestKey(t *testing.T) (ed25519.PrivateKey, ssh.Signer) {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return priv, s
 }

@@ -2,9 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -21,6 +18,7 @@ import (
 	"github.com/runner-image-builder/github-runner-image-builder/internal/errs"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/release"
 	"github.com/runner-image-builder/github-runner-image-builder/internal/service"
+	"github.com/runner-image-builder/github-runner-image-builder/internal/testenv"
 )
 
 // settingsYAML is the service configuration every case adds its key to (at line 5).
@@ -239,26 +237,15 @@ type jumpSettingFiles struct {
 func writeJumpSettingFiles(t *testing.T) jumpSettingFiles {
 	t.Helper()
 	dir := t.TempDir()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer, keyPEM := testenv.NewEd25519(t, "")
 	f := jumpSettingFiles{key: filepath.Join(dir, "id"), looseKey: filepath.Join(dir, "id-loose"), notKey: filepath.Join(dir, "not-a-key"), knownHosts: filepath.Join(dir, "known_hosts")}
 	for _, w := range []struct {
 		path string
 		data []byte
 		mode os.FileMode
 	}{
-		{f.key, pem.EncodeToMemory(block), 0o600},
-		{f.looseKey, pem.EncodeToMemory(block), 0o644},
+		{f.key, keyPEM, 0o600},
+		{f.looseKey, keyPEM, 0o644},
 		{f.notKey, []byte("not a key\n"), 0o600},
 		{f.knownHosts, []byte("[127.0.0.9]:2222 " + string(ssh.MarshalAuthorizedKey(signer.PublicKey()))), 0o644},
 	} {

@@ -91,9 +91,9 @@ func StartJumpHost(t testing.TB) *JumpHost {
 	j := &JumpHost{User: u.Username, KeyFile: filepath.Join(dir, "client_ed25519"),
 		KnownHostsFile: filepath.Join(dir, "known_hosts"), LogFile: filepath.Join(dir, "sshd.log")}
 
-	hostKey, hostPEM := newEd25519(t, "jump-host")
+	hostKey, hostPEM := NewEd25519(t, "jump-host")
 	j.HostKey = hostKey
-	client, clientPEM := newEd25519(t, "jump-client")
+	client, clientPEM := NewEd25519(t, "jump-client")
 	hostKeyFile := filepath.Join(dir, "host_ed25519")
 	authorized := filepath.Join(dir, "authorized_keys")
 	for _, f := range []struct {
@@ -178,8 +178,8 @@ func sshdConfig(addr, hostKey, authorized, user string) string {
 	}, "\n")
 }
 
-// newEd25519 returns a new key and its OpenSSH private key file content.
-func newEd25519(t testing.TB, comment string) (ssh.Signer, []byte) {
+// NewEd25519 returns a new key and its OpenSSH private key file content.
+func NewEd25519(t testing.TB, comment string) (ssh.Signer, []byte) {
 	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
