@@ -455,13 +455,8 @@ func (b *localBuild) upload(ctx context.Context) error {
 	}
 	res := &copyResult{done: map[string]publishedCopy{}, want: &d}
 	b.pub.copies = res
-	same := 0 // the uploads of the file itself: the meter counts them (converted ones are not metered)
-	for _, c := range b.pub.targets() {
-		if b.pub.copyFormat(c) == b.pub.format.DiskFormat {
-			same++
-		}
-	}
-	m := b.prog.current().meter(d.Size * int64(same))
+	// The meter counts the uploads of the file itself; converted ones are not metered.
+	m := b.prog.current().meter(d.Size * int64(b.pub.uploadsOf(b.pub.format.DiskFormat)))
 	var conv *converter // for the clouds that want another disk format
 	if b.pub.needsConversion() {
 		getenv := b.l.openstack().getenv()

@@ -637,11 +637,7 @@ func (b *osBuild) copy(ctx context.Context) error {
 	defer sp.Close()
 	var total int64 // the uploads of the snapshot itself: converted ones are not metered
 	if b.snapshot != nil {
-		for _, c := range b.pub.targets() {
-			if b.pub.copyFormat(c) == b.snapshot.DiskFormat {
-				total += b.snapshot.SizeBytes
-			}
-		}
+		total = b.snapshot.SizeBytes * int64(b.pub.uploadsOf(b.snapshot.DiskFormat))
 	}
 	m := b.prog.current().meter(total)
 	conv := &converter{path: sp.Name(), format: b.snapshot.DiskFormat, dir: dir, getenv: b.o.getenv()}

@@ -215,6 +215,18 @@ func (p *publication) copyFormat(cloud string) string {
 	return p.format.DiskFormat
 }
 
+// uploadsOf counts the target clouds whose copy is the built image's own
+// data in format (not converted): the uploads a copy meter counts.
+func (p *publication) uploadsOf(format string) int {
+	n := 0
+	for _, c := range p.targets() {
+		if p.copyFormat(c) == format {
+			n++
+		}
+	}
+	return n
+}
+
 // needsConversion reports whether a target cloud wants a disk format other
 // than the built image's.
 func (p *publication) needsConversion() bool {
